@@ -1,0 +1,27 @@
+# Two commands, as in README.md: `make demo` and `make test`. Both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and exactly: the local CPU wheel; a range would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,triton]'
+	# librosa compiles its numba ufuncs on first use (~20 s); do it once here, not inside a test.
+	$(PY) -c "import numpy, librosa; librosa.feature.melspectrogram(y=numpy.zeros(4096, 'float32'), sr=12500)"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/hm2bp demo
+
+# pytest exits 5 when it collects no tests; that is not a failure of the project.
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
