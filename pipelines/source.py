@@ -50,6 +50,17 @@ class SampleRef:
     meta: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AudioClip:
+    """A mono recording as read from disk, before resampling: `samples` float32 in [-1, 1]."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+
+Payload = np.ndarray | AudioClip
+
+
 class Reader(Protocol):
     """One data set's reader: the real on-disk format and nothing else."""
 
@@ -60,8 +71,8 @@ class Reader(Protocol):
         header it cannot read (wrong magic, size mismatch)."""
         ...
 
-    def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[np.ndarray]:
+    def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[Payload]:
         """The payload of each ref, in order: an image `uint8 [H, W]` (upright), events as a
-        structured array with fields `x, y, p, t` (t in microseconds), or audio `float32 [n]` at
-        `sample_rate(ref)`. Raises `BadInputError` naming the file on a bad payload."""
+        structured array with fields `x, y, p, t` (t in microseconds), or an `AudioClip`.
+        Raises `BadInputError` naming the file on a bad payload."""
         ...
