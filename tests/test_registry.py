@@ -5,6 +5,7 @@ import pickle
 import pytest
 from hm2bp.pipelines.registry import READERS, get_reader, reader_options
 from hm2bp.pipelines.source import Reader
+from hm2bp.tests.conftest import PROJECT_ROOT
 from hm2bp.tests.formats import wav_bytes
 
 
@@ -35,3 +36,10 @@ def test_unknown_names_and_options_are_refused():
         get_reader("nmnist", stabilise=True)
     with pytest.raises(ValueError, match="give `classes` or the source"):
         get_reader("wav")
+
+
+def test_the_docs_example_runs(capsys):
+    text = (PROJECT_ROOT / "docs" / "datasets.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(snippet, {})
+    assert capsys.readouterr().out == "digits 1797 (8, 8)\n"
