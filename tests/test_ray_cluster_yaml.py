@@ -1,8 +1,8 @@
 """`ray_cluster.yaml` is a valid cluster-launcher config, by Ray's own schema and checks.
 
 `prepare_config` merges the AWS provider defaults as `ray up` does; `validate_config` then checks
-the result against `ray/autoscaler/ray-schema.json` plus the launcher's cross-field rules. Nothing is
-launched and no cloud API is called.
+the result against `ray/autoscaler/ray-schema.json` plus the launcher's cross-field rules.
+Nothing is launched and no cloud API is called.
 """
 
 import yaml
