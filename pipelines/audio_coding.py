@@ -13,10 +13,11 @@ BSA then runs per channel: FIR kernel k_i ~ exp(-(i - 12)^2 / 25), i = 0..23, no
 at each position i, a spike if sum|s - k| < sum|s| - 0.6 over the window s[i:i+24] (zeros past the
 end), and then the kernel is subtracted from s; the spike goes to step i + 1 and is kept if < T. The
 reference scaled Lyon's outputs by 2000; our features are in [0, 1], so `bsa_gain` scales them
-instead. Since every spike removes one unit of signal mass, a steady feature f spikes at about
-`bsa_gain * f` per step once `bsa_gain * f` exceeds the kernel's peak (~0.11): with the default 0.5
-a channel at full level fires about every second step (about 300 spikes/s) and channels more than
-about 20 dB below the clip's peak stay silent.
+instead. Since every spike removes one unit of signal mass, a steady signal a fires about a spikes
+per step (BSA overshoots by 10-20 %) once a exceeds about 0.1, the kernel's reach: with the default
+gain 0.5, a channel at the clip's peak level fires about 0.6 times per step (about 370 spikes/s),
+and channels more than about 48 dB below the peak stay silent. On FSDD and the TI46 stand-in this
+gives 0.1-0.25 spikes per channel and step.
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def bsa_encode(signal: np.ndarray, params: AudioCoding) -> tuple[np.ndarray, np.
     kernel = bsa_kernel(params)
     n_channels, length = signal.shape
     positions = min(length, params.T - 1)  # a spike at position i lands at step i + 1 < T
-    s = np.zeros((n_channels, positions + len(kernel)))
-    s[:, :positions] = signal[:, :positions]
+    s = np.zeros((n_channels, max(length, positions + len(kernel))))
+    s[:, :length] = signal
     fired = np.zeros((positions, n_channels), dtype=bool)
     for i in range(positions):
         window = s[:, i : i + len(kernel)]

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from hm2bp.pipelines.errors import BadInputError
 from hm2bp.pipelines.source import DatasetFacts, SampleRef
 
