@@ -31,7 +31,8 @@ def read_shards(
         raise ValueError(
             f"split: no shards for {split!r} in {location} (expected one of {', '.join(found)})"
         )
-    return ray.data.read_parquet(files, filesystem=fs, columns=list(columns) if columns else None)
+    dataset = ray.data.read_parquet(files, filesystem=fs)
+    return dataset.select_columns(list(columns)) if columns else dataset
 
 
 def dense_batches(

@@ -71,12 +71,15 @@ def decode_spikes(batch: Batch, T: int, n_inputs: int) -> tuple[np.ndarray, np.n
 def decode_pixels(batch: Batch, shape: tuple[int, ...]) -> np.ndarray:
     """Raw images `uint8 [B, *shape]` from the `pixels` column (shards written with
     `keep_pixels`), for re-encoding with fresh draws and augmentation each epoch."""
+    if len(batch["pixels"]) == 0:
+        return np.zeros((0, *shape), dtype=np.uint8)
     if isinstance(batch, pa.Table | pa.RecordBatch):
         column = batch.column("pixels")
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
-        offsets = column.offsets.to_numpy()
-        data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        _, offsets_buffer, data_buffer = column.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[column.offset :][: len(column) + 1]
+        data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
     else:
         data = np.frombuffer(b"".join(batch["pixels"]), dtype=np.uint8)
     return data.reshape(-1, *shape)
