@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
+from hm2bp.pipelines.errors import BadInputError
 
 Kind = Literal["image", "events", "audio"]
 
@@ -24,13 +25,21 @@ class DatasetFacts:
     """Constants of a data set, recorded in the manifest.
 
     `input_shape` is what one sample's spikes index into: `(H, W)` or `(C, H, W)` for images,
-    `(2, 34, 34)` for N-MNIST (polarity, x, y), `(channels,)` for audio.
+    `(2, 34, 34)` for N-MNIST (polarity, x, y), `(channels,)` for audio (a reader says `(1,)`, one
+    mono waveform; the audio encoder's filterbank decides the channels).
+
+    `source_labels` is the source's own label of each class index where the two differ (EMNIST
+    Letters labels its 26 classes 1..26; class index `i` is source label `source_labels[i]`);
+    empty means they are the same. `note` records, in words, anything the reader did to the values
+    that a reader of the manifest must know (a rescaling, a stabilisation); empty when nothing.
     """
 
     name: str
     kind: Kind
     classes: tuple[str, ...]
     input_shape: tuple[int, ...]
+    source_labels: tuple[int, ...] = ()
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,3 +85,10 @@ class Reader(Protocol):
         structured array with fields `x, y, p, t` (t in microseconds), or an `AudioClip`.
         Raises `BadInputError` naming the file on a bad payload."""
         ...
+
+
+def require_source(source: Path | None, expected: str) -> Path:
+    """`source` as a Path; a reader of files refuses None (only the embedded digits need none)."""
+    if source is None:
+        raise BadInputError("<no source>", "no source given", expected)
+    return Path(source)

@@ -1,0 +1,276 @@
+"""The IDX file format of MNIST and EMNIST, shared by both readers.
+
+An IDX file is a 4-byte magic (two zero bytes, a type code, the number of dimensions), one
+big-endian uint32 per dimension, then the values in C order. MNIST and EMNIST use only unsigned
+bytes: images carry magic 2051 (`[N, rows, cols]`), labels 2049 (`[N]`). Files come gzipped or
+plain; we sniff the gzip magic (1f 8b) rather than trust the `.gz` suffix, because both variants
+circulate under both names.
+
+A source is a folder holding image/label pairs, or one file of a pair (its partner is found by
+name). Pairs are recognised by the names every distribution uses, `...-images-idx3-ubyte[.gz]`
+beside `...-labels-idx1-ubyte[.gz]`, and the split is read from the name (`train`; `t10k` or
+`test`). Sample ids leave out `.gz`, so that a sample keeps its id after the files are unpacked.
+
+A gzip stream cannot seek: `load_images` decompresses from the start of the file up to the last row
+it needs. Slices of contiguous rows (what a shard is) cost one pass; for the large EMNIST splits,
+unpacking the files once makes every task seek directly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from hm2bp.pipelines.errors import BadInputError
+from hm2bp.pipelines.source import SampleRef
+
+IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions [N, rows, cols]
+LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension [N]
+GZIP_MAGIC = b"\x1f\x8b"
+
+IMAGES_TOKEN = "-images-idx3-ubyte"
+LABELS_TOKEN = "-labels-idx1-ubyte"
+# The split as the file name states it; MNIST calls its test set `t10k`.
+SPLIT_TOKENS = {"train": "train", "t10k": "test", "test": "test"}
+
+
+@dataclass(frozen=True)
+class IdxHeader:
+    """What the header of one IDX file promises: `shape` is `[N, ...]` in values (bytes)."""
+
+    path: Path
+    shape: tuple[int, ...]
+    gzipped: bool
+
+    @property
+    def offset(self) -> int:
+        """Bytes of header before the first value: magic plus one uint32 per dimension."""
+        return 4 + 4 * len(self.shape)
+
+    @property
+    def item_size(self) -> int:
+        """Bytes of one item (one image, one label)."""
+        return prod(self.shape[1:])
+
+
+@dataclass(frozen=True)
+class IdxPair:
+    """An images file and its labels file, with the split their names state (None if neither)."""
+
+    images: Path
+    labels: Path
+    split: str | None
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def _open(path: Path, gzipped: bool) -> BinaryIO:
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def _uncompressed_size(path: Path, gzipped: bool) -> int:
+    """Bytes the file holds once decompressed.
+
+    For gzip, the trailer's ISIZE (uncompressed length mod 2**32) answers without decompressing;
+    only when it disagrees with the header (a multi-member stream, a file over 4 GiB, or a broken
+    file) do we count by decompressing, which also turns a truncated stream into a clear error.
+    """
+    size = path.stat().st_size
+    if not gzipped:
+        return size
+    with open(path, "rb") as f:
+        f.seek(max(size - 4, 0))
+        return int.from_bytes(f.read(4), "little")
+
+
+def _counted_size(path: Path) -> int:
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error) as err:
+        raise BadInputError(path, f"broken gzip stream ({err})", "a complete gzip file") from err
+    return total
+
+
+def read_header(path: Path, magic: int) -> IdxHeader:
+    """The header of `path`, checked: the magic is `magic` and the payload has exactly the size
+    the dimensions promise (a truncated or padded file is refused here, before any task runs)."""
+    gzipped = _is_gzip(path)
+    with _open(path, gzipped) as f:
+        head = f.read(4)
+        found = int.from_bytes(head, "big") if len(head) == 4 else None
+        if found != magic:
+            raise BadInputError(
+                path,
+                f"IDX magic {found}",
+                f"{magic} (IDX {'images' if magic == IMAGES_MAGIC else 'labels'})",
+            )
+        ndim = magic & 0xFF
+        dims = f.read(4 * ndim)
+    if len(dims) != 4 * ndim:
+        raise BadInputError(path, "file ends inside the header", f"{ndim} dimensions of 4 bytes")
+    header = IdxHeader(
+        path, tuple(int.from_bytes(dims[i : i + 4], "big") for i in range(0, 4 * ndim, 4)), gzipped
+    )
+    expected = header.offset + prod(header.shape)
+    found_size = _uncompressed_size(path, gzipped)
+    if found_size != expected and gzipped:
+        found_size = _counted_size(path)
+    if found_size != expected:
+        raise BadInputError(
+            path,
+            f"{found_size - header.offset} payload bytes",
+            f"{prod(header.shape)} for shape {list(header.shape)} as its header says",
+        )
+    return header
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """All labels of an IDX labels file, `uint8 [N]`."""
+    header = read_header(path, LABELS_MAGIC)
+    with _open(path, header.gzipped) as f:
+        data = f.read()
+    return np.frombuffer(data, np.uint8, offset=header.offset)
+
+
+def read_images(path: Path, rows: Sequence[int]) -> dict[int, np.ndarray]:
+    """The images at `rows` of an IDX images file, `uint8 [rows, cols]` each, by row.
+
+    Rows are read in ascending order, so that a gzip stream is decompressed once.
+    """
+    header = read_header(path, IMAGES_MAGIC)
+    images = {}
+    with _open(path, header.gzipped) as f:
+        for row in sorted(set(rows)):
+            if not 0 <= row < header.shape[0]:
+                raise BadInputError(path, f"row {row} requested", f"a row below {header.shape[0]}")
+            f.seek(header.offset + row * header.item_size)
+            data = f.read(header.item_size)
+            if len(data) != header.item_size:
+                raise BadInputError(path, f"file ends inside row {row}", f"{header.shape[0]} rows")
+            images[row] = np.frombuffer(data, np.uint8).reshape(header.shape[1:]).copy()
+    return images
+
+
+def _partner(path: Path) -> Path:
+    """The labels file beside an images file, or the other way round, plain or gzipped."""
+    name = path.name.removesuffix(".gz")
+    own, other = (
+        (IMAGES_TOKEN, LABELS_TOKEN) if IMAGES_TOKEN in name else (LABELS_TOKEN, IMAGES_TOKEN)
+    )
+    stem = name.replace(own, other)
+    for candidate in (path.with_name(stem), path.with_name(stem + ".gz")):
+        if candidate.exists():
+            return candidate
+    raise BadInputError(path, f"no {stem}[.gz] beside it", "IDX images and labels side by side")
+
+
+def _split_of(name: str) -> str | None:
+    for token in re.split(r"[-_.]", name.lower()):
+        if token in SPLIT_TOKENS:
+            return SPLIT_TOKENS[token]
+    return None
+
+
+def root_of(source: Path) -> Path:
+    """The folder that locators are relative to: the source folder, or the folder of a file."""
+    source = Path(source)
+    return source if source.is_dir() else source.parent
+
+
+def find_pairs(source: Path, prefix: str = "") -> list[IdxPair]:
+    """The image/label pairs of `source` (a folder, or one file of a pair) whose names start with
+    `prefix`, sorted by name. Where a folder holds a file both plain and gzipped, the plain one is
+    read (it seeks)."""
+    source = Path(source)
+    if source.is_dir():
+        by_stem: dict[str, Path] = {}
+        for path in sorted(source.iterdir()):  # sorted: `x` before `x.gz`, so the plain one stays
+            if path.name.startswith(prefix) and IMAGES_TOKEN in path.name:
+                by_stem.setdefault(path.name.removesuffix(".gz"), path)
+        images = list(by_stem.values())
+        if not images:
+            raise BadInputError(
+                source, "no IDX images file", f"files named '{prefix}*{IMAGES_TOKEN}[.gz]'"
+            )
+    elif not source.exists():
+        raise BadInputError(source, "no such file or folder", "an IDX folder or file")
+    elif not source.name.startswith(prefix):
+        raise BadInputError(source, "a file of another data set or split", f"'{prefix}*'")
+    elif IMAGES_TOKEN in source.name:
+        images = [source]
+    elif LABELS_TOKEN in source.name:
+        images = [_partner(source)]
+    else:
+        raise BadInputError(
+            source, "not an IDX file name", f"a name with '{IMAGES_TOKEN}' or '{LABELS_TOKEN}'"
+        )
+    return [IdxPair(path, _partner(path), _split_of(path.name)) for path in images]
+
+
+def index_pairs(
+    source: Path,
+    pairs: Sequence[IdxPair],
+    source_labels: Sequence[int],
+    image_shape: tuple[int, ...],
+) -> list[SampleRef]:
+    """One ref per image of `pairs`, its label the position of the file's label in
+    `source_labels`. Reads only the labels and the images' headers, which must promise
+    `image_shape` (as stored) per image."""
+    root = root_of(source)
+    lookup = np.full(256, -1, np.int64)
+    lookup[list(source_labels)] = np.arange(len(source_labels))
+    refs = []
+    for pair in pairs:
+        n_images, *shape = read_header(pair.images, IMAGES_MAGIC).shape
+        if tuple(shape) != image_shape:
+            raise BadInputError(pair.images, f"images of {shape}", f"{list(image_shape)}")
+        labels = read_labels(pair.labels)
+        if len(labels) != n_images:
+            raise BadInputError(
+                pair.labels,
+                f"{len(labels)} labels",
+                f"{n_images}, one per image of {pair.images.name}",
+            )
+        index = lookup[labels]
+        bad = np.flatnonzero(index < 0)
+        if bad.size:
+            raise BadInputError(
+                pair.labels,
+                f"label {labels[bad[0]]} at row {bad[0]}",
+                f"one of {min(source_labels)}..{max(source_labels)}",
+            )
+        file = pair.images.relative_to(root).as_posix()
+        sample = file.removesuffix(".gz")
+        refs += [
+            SampleRef(f"{sample}#{row}", int(label), pair.split, f"{file}#{row}")
+            for row, label in enumerate(index)
+        ]
+    return refs
+
+
+def load_images(source: Path, refs: Sequence[SampleRef]) -> Iterator[np.ndarray]:
+    """The image of each ref (locator `<file>#<row>`), `uint8 [rows, cols]` as stored, in order.
+
+    Each file is read once, its rows in ascending order, however the refs are ordered.
+    """
+    root = root_of(source)
+    located = [(file, int(row)) for file, _, row in (ref.locator.rpartition("#") for ref in refs)]
+    rows: dict[str, list[int]] = {}
+    for file, row in located:
+        rows.setdefault(file, []).append(row)
+    images = {file: read_images(root / file, wanted) for file, wanted in rows.items()}
+    for file, row in located:
+        yield images[file][row]
