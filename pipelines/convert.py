@@ -38,6 +38,7 @@ from hm2bp.pipelines.manifest import (
     read_manifest,
     write_manifest,
 )
+from hm2bp.pipelines.registry import get_reader, reader_options
 from hm2bp.pipelines.shard_plan import SHARD_NAME, conversion_fingerprint, plan_shards
 from hm2bp.pipelines.shards import DATASET_KEY, shard_schema
 from hm2bp.pipelines.source import Reader
@@ -104,98 +105,85 @@ def convert(
     Calls `ray.init()` (joining `RAY_ADDRESS`, else starting a local Ray) unless Ray is running.
     """
     started = time.perf_counter()
-    options = dict(reader_options or {})
-    reader = _reader(dataset, options)
+    source = None if source is None else Path(source)
+    reader, reader_name, options = _reader(dataset, source, dict(reader_options or {}))
     facts = reader.facts
-    params = _encoder(facts.kind, encoder, T, dt_ms)
+    params = dataclasses.replace(
+        encoder or default_encoder(facts.kind),
+        **{k: v for k, v in (("T", T), ("dt_ms", dt_ms)) if v is not None},
+    )
     check_encoder(params, facts)
     if keep_pixels and facts.kind != "image":
-        raise ValueError(
-            f"keep_pixels: {facts.name!r} holds {facts.kind}, not images (expected image data)"
-        )
-    source = None if source is None else Path(source)
+        raise ValueError(f"keep_pixels: {facts.name!r} holds {facts.kind} (expected images)")
     refs = reader.index(source)
     spec = parse_split(split) if split else default_split(refs)
-    assignment = spec.assign(refs, seed)
     manifest = Manifest(
-        format=FORMAT_VERSION,
-        dataset=facts.name,
-        kind=facts.kind,
-        classes=tuple(facts.classes),
-        input_shape=input_shape(params, facts),
-        T=params.T,
-        dt_ms=params.dt_ms,
-        encoder=encoder_name(params),
-        encoder_params=params_record(params),
-        seed=seed,
-        split=spec.spec,
-        keep_pixels=keep_pixels,
-        reader_options=options,
-        sources=source_checksums(source),
-        software=_software(),
-    )
+        format=FORMAT_VERSION, dataset=facts.name, kind=facts.kind, classes=tuple(facts.classes),
+        input_shape=input_shape(params, facts), T=params.T, dt_ms=params.dt_ms,
+        encoder=encoder_name(params), encoder_params=params_record(params), seed=seed,
+        split=spec.spec, keep_pixels=keep_pixels, reader=reader_name, reader_options=options,
+        note=facts.note, source_labels=tuple(facts.source_labels),
+        sources=source_checksums(source), software=_software(),
+    )  # fmt: skip
     meta_keys = sorted({key for ref in refs for key in ref.meta})
     fingerprint = conversion_fingerprint(manifest.header(), skip_bad=skip_bad, meta_keys=meta_keys)
-    plans = plan_shards(refs, assignment, rows_per_shard, seed, fingerprint)
-    fs, folder = resolve(out)
-    fs.create_dir(folder, recursive=True)
-    remove_temporaries(fs, folder)
-    recorded = _recorded_checksums(out)
+    plans = plan_shards(refs, spec.assign(refs, seed), rows_per_shard, seed, fingerprint)
     schema = shard_schema(meta_keys, keep_pixels).with_metadata(
         {DATASET_KEY: json.dumps(manifest.header()).encode()}
     )
+    recorded = _prepare_destination(out)
     jobs = [
-        ShardJob(
-            plan, out, source, schema, params, seed, skip_bad, keep_pixels, recorded.get(plan.file)
-        )
+        ShardJob(plan, out, source, schema, params, seed, skip_bad, keep_pixels,
+                 recorded.get(plan.file))
         for plan in plans
-    ]
+    ]  # fmt: skip
     results = _run(jobs, reader, progress, f"convert {facts.name}")
     manifest = _finish(manifest, results)
     write_manifest(out, manifest)
-    planned = {plan.file for plan in plans}
-    for name in file_names(fs, folder):
-        if SHARD_NAME.match(name) and name not in planned:
-            fs.delete_file(f"{folder}/{name}")  # a shard of an earlier, different plan
+    _remove_stale_shards(out, {plan.file for plan in plans})
     return ConversionSummary(
-        dataset=facts.name,
-        out=out,
-        samples=manifest.samples,
-        spikes=manifest.spikes,
+        dataset=facts.name, out=out, samples=manifest.samples, spikes=manifest.spikes,
         seconds=time.perf_counter() - started,
         shards_written=sum(not r.reused for r in results),
         shards_reused=sum(r.reused for r in results),
-        counts=manifest.counts,
-        skipped=manifest.skipped,
-    )
+        counts=manifest.counts, skipped=manifest.skipped,
+    )  # fmt: skip
 
 
-def _reader(dataset: str | Reader, options: dict[str, Any]) -> Reader:
+def _reader(
+    dataset: str | Reader, source: Path | None, options: dict[str, Any]
+) -> tuple[Reader, str, dict[str, Any]]:
+    """The reader, the name the manifest gives it, and all its options (defaults resolved)."""
     if not isinstance(dataset, str):
         if options:
             raise ValueError("reader_options: given with a Reader object (expected a reader name)")
-        return dataset
-    from hm2bp.pipelines.registry import get_reader
-
-    return get_reader(dataset, **options)
-
-
-def _encoder(kind: str, encoder: EncoderParams | None, T: int | None, dt_ms: float | None):
-    params = encoder or default_encoder(kind)
-    overrides = {k: v for k, v in (("T", T), ("dt_ms", dt_ms)) if v is not None}
-    return dataclasses.replace(params, **overrides)
+        return dataset, f"{type(dataset).__module__}.{type(dataset).__qualname__}", {}
+    reader = get_reader(dataset, source, **options)
+    return reader, dataset, {name: getattr(reader, name) for name in reader_options(dataset)}
 
 
 def _software() -> dict[str, str]:
     return {name: version(name) for name in ("hm2bp", "numpy", "pyarrow", "librosa")}
 
 
-def _recorded_checksums(out: str) -> dict[str, str]:
-    """File -> sha256 from the manifest of an earlier complete run, if there is one."""
+def _prepare_destination(out: str) -> dict[str, str]:
+    """Create the folder, drop an interrupted run's temporary files, and return file -> sha256
+    from the manifest of an earlier complete run, if there is one."""
+    fs, folder = resolve(out)
+    fs.create_dir(folder, recursive=True)
+    remove_temporaries(fs, folder)
     try:
         return {e.file: e.sha256 for e in read_manifest(out).shards}
     except (FileNotFoundError, ValueError):
         return {}
+
+
+def _remove_stale_shards(out: str, planned: set[str]) -> None:
+    """Delete shards of an earlier, different plan (after the new manifest is in place)."""
+    fs, folder = resolve(out)
+    for name in file_names(fs, folder):
+        if SHARD_NAME.match(name) and name not in planned:
+            fs.delete_file(f"{folder}/{name}")
 
 
 def _run(jobs: Sequence[ShardJob], reader: Reader, progress: bool, desc: str) -> list[ShardResult]:

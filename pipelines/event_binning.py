@@ -11,7 +11,7 @@ one spike (the reference writes a set of (channel, bin) pairs).
 
 Input index `p * 1156 + x * 34 + y` for 0-based x, y and the file's polarity bit p (1 = ON): the
 reference's `(x - 1) * 34 + y` with 1-based coordinates, and its polarity-2 events at +1156, written
-0-based (`docs/shards.md`). Events outside the 34 x 34 sensor (after stabilisation, say) are
+0-based (`docs/shards.md`). Events outside the 34 x 34 sensor are
 dropped.
 """
 
@@ -26,15 +26,11 @@ SENSOR = (2, 34, 34)  # (polarity, x, y): the N-MNIST ATIS crop
 
 @dataclass(frozen=True)
 class EventBinning:
-    """Parameters of the event binning; recorded in the manifest.
-
-    `stabilize` removes the saccade motion first (the reference's `stable` folder), with the N-MNIST
-    reader's own `stabilize`.
-    """
+    """Parameters of the event binning; recorded in the manifest. (Saccade stabilisation, the
+    reference's `stable` folder, is the N-MNIST reader's option: the events arrive stabilised.)"""
 
     T: int = 540
     dt_ms: float = 0.6
-    stabilize: bool = False
 
     def __post_init__(self) -> None:
         if self.T < 2:
@@ -55,10 +51,6 @@ def bin_events(events: np.ndarray, params: EventBinning) -> tuple[np.ndarray, np
 
     `events` is a structured array with fields `x, y, p, t` (t in microseconds, p in {0, 1}).
     """
-    if params.stabilize:
-        from hm2bp.pipelines.nmnist import stabilize
-
-        events = stabilize(events)
     steps = -(-events["t"].astype(np.int64) // params.dt_us) + 1  # ceil(t / dt) + 1, exactly
     x, y, p = (events[f].astype(np.int64) for f in ("x", "y", "p"))
     n_pol, width, height = SENSOR

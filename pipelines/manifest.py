@@ -2,7 +2,8 @@
 
 The manifest is what a trainer checks before it trusts the shards: input shape (so the input
 count), T, dt, the encoder and its parameters, seed, classes. It also records where the samples
-came from (source checksums, reader options, software versions), what came out (counts per split
+came from (source checksums, the reader and its options, the reader's note on what it did to the
+values, software versions), what came out (counts per split
 and class, every shard's file name, split, rows, spikes and sha256) and what was left out (skipped
 files with the reason). The constant part (`Manifest.header()`) is also stored in every shard's
 Parquet schema metadata under `hm2bp.dataset`, so that a lone shard explains itself.
@@ -56,7 +57,10 @@ class Manifest:
     seed: int
     split: str
     keep_pixels: bool
+    reader: str
     reader_options: dict[str, Any]
+    note: str
+    source_labels: tuple[int, ...]
     sources: dict[str, str]
     software: dict[str, str]
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> samples
@@ -110,6 +114,7 @@ def manifest_from_json(text: str, where: str) -> Manifest:
         )
     body["classes"] = tuple(body["classes"])
     body["input_shape"] = tuple(body["input_shape"])
+    body["source_labels"] = tuple(body["source_labels"])
     body["shards"] = tuple(ShardEntry(**e) for e in body["shards"])
     body["skipped"] = tuple(
         SkippedFile(s["path"], s["reason"], tuple(s["sample_ids"])) for s in body["skipped"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from hm2bp.pipelines.errors import BadInputError
@@ -56,3 +57,21 @@ class TinyImages:
                 Path(self.flaky_marker).touch()
                 raise RuntimeError(f"injected fault at {ref.sample_id}")
             yield tiny_image(int(ref.locator))
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Every `step`-th sample of a real reader's index: a fixed subset that converts in seconds."""
+
+    reader: Any
+    step: int
+
+    @property
+    def facts(self) -> DatasetFacts:
+        return self.reader.facts
+
+    def index(self, source: Path | None) -> list[SampleRef]:
+        return self.reader.index(source)[:: self.step]
+
+    def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator:
+        return self.reader.load(source, refs)
