@@ -60,8 +60,11 @@ def load_payloads(
     skipped: list[SkippedFile] = []
     i = 0
     while i < len(refs):
+        start = i
         try:
-            for payload in reader.load(source, refs[i:]):
+            for payload in reader.load(source, refs[start:]):
+                if i == len(refs):
+                    break
                 loaded.append((refs[i], payload))
                 i += 1
         except BadInputError:
@@ -70,12 +73,15 @@ def load_payloads(
             try:
                 loaded.append((refs[i], next(iter(reader.load(source, refs[i : i + 1])))))
             except BadInputError as err:
-                skipped.append(
-                    SkippedFile(
-                        err.path, f"{err.problem} (expected {err.expected})", (refs[i].sample_id,)
-                    )
-                )
+                reason = f"{err.problem} (expected {err.expected})"
+                skipped.append(SkippedFile(err.path, reason, (refs[i].sample_id,)))
             i += 1
+            continue
+        if i < len(refs):
+            raise ValueError(
+                f"{type(reader).__name__}.load: {i - start} payloads for {len(refs) - start} refs "
+                "(expected one payload per ref)"
+            )
     return loaded, skipped
 
 
