@@ -6,6 +6,7 @@ Uses the small in-memory readers of `tiny_readers.py`; the real data sets are co
 
 import json
 import os
+from importlib.metadata import version
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -64,7 +65,7 @@ def test_manifest_records_constants_counts_and_checksums(tmp_path):
         "tiny", "image", ("zero", "one", "two"), (6, 5), 30,
     )  # fmt: skip
     assert (m.T, m.dt_ms, m.encoder, m.seed, m.split) == (400, 1.0, "rate", 5, "ratio:0.5")
-    assert m.encoding() == RateCoding() and m.software["hm2bp"] == "0.1.0"
+    assert m.encoding() == RateCoding() and m.software["hm2bp"] == version("hm2bp")
     assert m.counts == {
         "train": {"zero": 5, "one": 5, "two": 5},
         "val": {"zero": 5, "one": 5, "two": 5},
