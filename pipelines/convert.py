@@ -43,7 +43,7 @@ from hm2bp.pipelines.shard_plan import SHARD_NAME, conversion_fingerprint, plan_
 from hm2bp.pipelines.shards import DATASET_KEY, shard_schema
 from hm2bp.pipelines.source import Reader
 from hm2bp.pipelines.splits import default_split, parse_split
-from hm2bp.pipelines.storage import file_names, remove_temporaries, resolve
+from hm2bp.pipelines.storage import absolute, file_names, remove_temporaries, resolve
 from tqdm.auto import tqdm
 
 
@@ -105,7 +105,8 @@ def convert(
     Calls `ray.init()` (joining `RAY_ADDRESS`, else starting a local Ray) unless Ray is running.
     """
     started = time.perf_counter()
-    source = None if source is None else Path(source)
+    source = None if source is None else Path(source).absolute()
+    out = absolute(out)
     reader, reader_name, options = _reader(dataset, source, dict(reader_options or {}))
     facts = reader.facts
     params = dataclasses.replace(

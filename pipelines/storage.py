@@ -18,6 +18,12 @@ import pyarrow.fs as pafs
 _TEMP = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
 
 
+def absolute(destination: str | os.PathLike) -> str:
+    """A URI as it is, a local path made absolute: Ray tasks do not share the driver's cwd."""
+    text = os.fspath(destination)
+    return text if "://" in text else os.path.abspath(text)
+
+
 def resolve(destination: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     """The filesystem and the path inside it for a local path or a URI."""
     text = os.fspath(destination)

@@ -18,7 +18,7 @@ from hm2bp.pipelines.manifest import read_manifest
 from hm2bp.pipelines.rate_coding import RateCoding, rate_encode_batch
 from hm2bp.pipelines.registry import get_reader
 from hm2bp.pipelines.seeding import sample_rng
-from hm2bp.tests.conftest import shared_path
+from hm2bp.tests.conftest import PROJECT_ROOT, shared_path
 from hm2bp.tests.tiny_readers import Subset
 
 pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("ray_local")]
@@ -162,3 +162,11 @@ def test_cli_converts_digits_end_to_end(tmp_path, capsys):
     assert sum(len(labels) for _, labels in batches) == 179 and batches[0][0].shape == (100, 64, 64)
     assert cli.main(["convert", "digits", "--out", str(out), "--split", "halves"]) == 1
     assert "split 'halves': not understood" in capsys.readouterr().err
+
+
+def test_the_reading_example_in_docs_runs(tmp_path, monkeypatch, capsys):
+    text = (PROJECT_ROOT / "docs" / "shards.md").read_text()
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/shards.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "64 (100, 30, 64) int64"
