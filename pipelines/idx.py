@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import gzip
 import re
+import struct
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
@@ -93,14 +95,20 @@ def _uncompressed_size(path: Path, gzipped: bool) -> int:
         return int.from_bytes(f.read(4), "little")
 
 
-def _counted_size(path: Path) -> int:
-    total = 0
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn a broken gzip stream (truncated, corrupt) into an error that names the file."""
     try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                total += len(chunk)
+        yield
     except (EOFError, OSError, zlib.error) as err:
         raise BadInputError(path, f"broken gzip stream ({err})", "a complete gzip file") from err
+
+
+def _counted_size(path: Path) -> int:
+    total = 0
+    with _reading(path), gzip.open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            total += len(chunk)
     return total
 
 
@@ -108,22 +116,16 @@ def read_header(path: Path, magic: int) -> IdxHeader:
     """The header of `path`, checked: the magic is `magic` and the payload has exactly the size
     the dimensions promise (a truncated or padded file is refused here, before any task runs)."""
     gzipped = _is_gzip(path)
-    with _open(path, gzipped) as f:
-        head = f.read(4)
-        found = int.from_bytes(head, "big") if len(head) == 4 else None
-        if found != magic:
-            raise BadInputError(
-                path,
-                f"IDX magic {found}",
-                f"{magic} (IDX {'images' if magic == IMAGES_MAGIC else 'labels'})",
-            )
-        ndim = magic & 0xFF
-        dims = f.read(4 * ndim)
-    if len(dims) != 4 * ndim:
+    ndim = magic & 0xFF
+    with _reading(path), _open(path, gzipped) as f:
+        head = f.read(4 + 4 * ndim)
+    found = int.from_bytes(head[:4], "big") if len(head) >= 4 else None
+    if found != magic:
+        kind = "images" if magic == IMAGES_MAGIC else "labels"
+        raise BadInputError(path, f"IDX magic {found}", f"{magic} (IDX {kind})")
+    if len(head) != 4 + 4 * ndim:
         raise BadInputError(path, "file ends inside the header", f"{ndim} dimensions of 4 bytes")
-    header = IdxHeader(
-        path, tuple(int.from_bytes(dims[i : i + 4], "big") for i in range(0, 4 * ndim, 4)), gzipped
-    )
+    header = IdxHeader(path, struct.unpack(f">{ndim}I", head[4:]), gzipped)
     expected = header.offset + prod(header.shape)
     found_size = _uncompressed_size(path, gzipped)
     if found_size != expected and gzipped:
@@ -140,7 +142,7 @@ def read_header(path: Path, magic: int) -> IdxHeader:
 def read_labels(path: Path) -> np.ndarray:
     """All labels of an IDX labels file, `uint8 [N]`."""
     header = read_header(path, LABELS_MAGIC)
-    with _open(path, header.gzipped) as f:
+    with _reading(path), _open(path, header.gzipped) as f:
         data = f.read()
     return np.frombuffer(data, np.uint8, offset=header.offset)
 
@@ -152,7 +154,7 @@ def read_images(path: Path, rows: Sequence[int]) -> dict[int, np.ndarray]:
     """
     header = read_header(path, IMAGES_MAGIC)
     images = {}
-    with _open(path, header.gzipped) as f:
+    with _reading(path), _open(path, header.gzipped) as f:
         for row in sorted(set(rows)):
             if not 0 <= row < header.shape[0]:
                 raise BadInputError(path, f"row {row} requested", f"a row below {header.shape[0]}")
@@ -160,6 +162,7 @@ def read_images(path: Path, rows: Sequence[int]) -> dict[int, np.ndarray]:
             data = f.read(header.item_size)
             if len(data) != header.item_size:
                 raise BadInputError(path, f"file ends inside row {row}", f"{header.shape[0]} rows")
+            # a copy: writable, and not a view of the read buffer
             images[row] = np.frombuffer(data, np.uint8).reshape(header.shape[1:]).copy()
     return images
 

@@ -35,6 +35,8 @@ from hm2bp.pipelines.source import DatasetFacts, SampleRef, require_source
 EVENTS_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("p", np.int8), ("t", np.int64)])
 SENSOR_SIZE = (34, 34)  # x, y pixels
 BYTES_PER_EVENT = 5
+# tonic's reader fills the fields by position, in this order.
+_TONIC_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 SPLITS = {"train": "Train", "test": "Test"}  # split -> folder name in ids and official zips
 EXPECTED = "a folder with Train/<digit>/*.bin, Test/<digit>/*.bin or train.zip/test.zip, or a zip"
 
@@ -109,10 +111,6 @@ def decode(data: bytes, path: str) -> np.ndarray:
     for name in EVENTS_DTYPE.names:
         events[name] = raw[name]
     return events
-
-
-# tonic fills the fields by position in this order.
-_TONIC_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from hm2bp.pipelines.errors import BadInputError
@@ -70,6 +70,7 @@ class AudioClip:
 Payload = np.ndarray | AudioClip
 
 
+@runtime_checkable
 class Reader(Protocol):
     """One data set's reader: the real on-disk format and nothing else."""
 

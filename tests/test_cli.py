@@ -14,8 +14,6 @@ def test_help_without_command_exits_2(capsys):
 def test_console_script_reports_version():
     out = subprocess.run(
         [sys.executable, "-m", "hm2bp.orchestration.cli", "--version"],
-        capture_output=True,
-        text=True,
-        check=True,
+        capture_output=True, text=True, check=True,
     ).stdout
     assert out.startswith("hm2bp ")
