@@ -41,7 +41,7 @@ from hm2bp.pipelines.manifest import (
 from hm2bp.pipelines.registry import get_reader, reader_options
 from hm2bp.pipelines.shard_plan import SHARD_NAME, conversion_fingerprint, plan_shards
 from hm2bp.pipelines.shards import DATASET_KEY, shard_schema
-from hm2bp.pipelines.source import Reader
+from hm2bp.pipelines.source import DatasetFacts, Reader
 from hm2bp.pipelines.splits import default_split, parse_split
 from hm2bp.pipelines.storage import absolute, file_names, remove_temporaries, resolve
 from tqdm.auto import tqdm
@@ -108,24 +108,23 @@ def convert(
     source = None if source is None else Path(source).absolute()
     out = absolute(out)
     reader, reader_name, options = _reader(dataset, source, dict(reader_options or {}))
-    facts = reader.facts
-    params = dataclasses.replace(
-        encoder or default_encoder(facts.kind),
-        **{k: v for k, v in (("T", T), ("dt_ms", dt_ms)) if v is not None},
-    )
-    check_encoder(params, facts)
-    if keep_pixels and facts.kind != "image":
-        raise ValueError(f"keep_pixels: {facts.name!r} holds {facts.kind} (expected images)")
+    params = _encoder(reader.facts, encoder, T, dt_ms)
+    if keep_pixels and reader.facts.kind != "image":
+        raise ValueError(
+            f"keep_pixels: {reader.facts.name!r} holds {reader.facts.kind} (expected images)"
+        )
     refs = reader.index(source)
     spec = parse_split(split) if split else default_split(refs)
-    manifest = Manifest(
-        format=FORMAT_VERSION, dataset=facts.name, kind=facts.kind, classes=tuple(facts.classes),
-        input_shape=input_shape(params, facts), T=params.T, dt_ms=params.dt_ms,
-        encoder=encoder_name(params), encoder_params=params_record(params), seed=seed,
-        split=spec.spec, keep_pixels=keep_pixels, reader=reader_name, reader_options=options,
-        note=facts.note, source_labels=tuple(facts.source_labels),
-        sources=source_checksums(source), software=_software(),
-    )  # fmt: skip
+    manifest = _manifest(
+        reader.facts,
+        params,
+        reader=reader_name,
+        reader_options=options,
+        split=spec.spec,
+        seed=seed,
+        keep_pixels=keep_pixels,
+        source=source,
+    )
     meta_keys = sorted({key for ref in refs for key in ref.meta})
     fingerprint = conversion_fingerprint(manifest.header(), skip_bad=skip_bad, meta_keys=meta_keys)
     plans = plan_shards(refs, spec.assign(refs, seed), rows_per_shard, seed, fingerprint)
@@ -134,21 +133,68 @@ def convert(
     )
     recorded = _prepare_destination(out)
     jobs = [
-        ShardJob(plan, out, source, schema, params, seed, skip_bad, keep_pixels,
-                 recorded.get(plan.file))
-        for plan in plans
-    ]  # fmt: skip
-    results = _run(jobs, reader, progress, f"convert {facts.name}")
+        ShardJob(p, out, source, schema, params, seed, skip_bad, keep_pixels, recorded.get(p.file))
+        for p in plans
+    ]
+    results = _run(jobs, reader, progress, f"convert {reader.facts.name}")
     manifest = _finish(manifest, results)
     write_manifest(out, manifest)
     _remove_stale_shards(out, {plan.file for plan in plans})
     return ConversionSummary(
-        dataset=facts.name, out=out, samples=manifest.samples, spikes=manifest.spikes,
+        dataset=manifest.dataset,
+        out=out,
+        samples=manifest.samples,
+        spikes=manifest.spikes,
         seconds=time.perf_counter() - started,
         shards_written=sum(not r.reused for r in results),
         shards_reused=sum(r.reused for r in results),
-        counts=manifest.counts, skipped=manifest.skipped,
-    )  # fmt: skip
+        counts=manifest.counts,
+        skipped=manifest.skipped,
+    )
+
+
+def _encoder(
+    facts: DatasetFacts, encoder: EncoderParams | None, T: int | None, dt_ms: float | None
+) -> EncoderParams:
+    """The given or default encoder with `T` and `dt_ms` overridden, checked against the data."""
+    overrides = {k: v for k, v in (("T", T), ("dt_ms", dt_ms)) if v is not None}
+    params = dataclasses.replace(encoder or default_encoder(facts.kind), **overrides)
+    check_encoder(params, facts)
+    return params
+
+
+def _manifest(
+    facts: DatasetFacts,
+    params: EncoderParams,
+    *,
+    reader: str,
+    reader_options: dict[str, Any],
+    split: str,
+    seed: int,
+    keep_pixels: bool,
+    source: Path | None,
+) -> Manifest:
+    """The manifest's constant part; the shards, counts and skipped files come at the end."""
+    return Manifest(
+        format=FORMAT_VERSION,
+        dataset=facts.name,
+        kind=facts.kind,
+        classes=tuple(facts.classes),
+        input_shape=input_shape(params, facts),
+        T=params.T,
+        dt_ms=params.dt_ms,
+        encoder=encoder_name(params),
+        encoder_params=params_record(params),
+        seed=seed,
+        split=split,
+        keep_pixels=keep_pixels,
+        reader=reader,
+        reader_options=reader_options,
+        note=facts.note,
+        source_labels=tuple(facts.source_labels),
+        sources=source_checksums(source),
+        software={name: version(name) for name in ("hm2bp", "numpy", "pyarrow", "librosa")},
+    )
 
 
 def _reader(
@@ -161,10 +207,6 @@ def _reader(
         return dataset, f"{type(dataset).__module__}.{type(dataset).__qualname__}", {}
     reader = get_reader(dataset, source, **options)
     return reader, dataset, {name: getattr(reader, name) for name in reader_options(dataset)}
-
-
-def _software() -> dict[str, str]:
-    return {name: version(name) for name in ("hm2bp", "numpy", "pyarrow", "librosa")}
 
 
 def _prepare_destination(out: str) -> dict[str, str]:

@@ -19,7 +19,9 @@ from hm2bp.pipelines.errors import BadInputError
 from hm2bp.pipelines.manifest import read_manifest
 from hm2bp.pipelines.rate_coding import RateCoding, rate_encode, rate_encode_batch
 from hm2bp.pipelines.seeding import sample_rng
+from hm2bp.pipelines.shard_plan import plan_shards
 from hm2bp.pipelines.shards import DATASET_KEY
+from hm2bp.pipelines.splits import RatioSplit
 from hm2bp.tests.tiny_readers import TinyImages, tiny_image
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -52,9 +54,12 @@ def test_shards_hold_every_sample_once_with_the_encoders_spikes(tmp_path):
         ids = batch.column("sample_id").to_pylist()
         pixels = np.stack([tiny_image(int(i[3:])) for i in ids])
         expected = np.stack(
-            [rate_encode_batch(p[None], RateCoding(T=60), sample_rng(5, i))[:, 0]
-             for p, i in zip(pixels, ids, strict=True)], axis=1,
-        )  # fmt: skip
+            [
+                rate_encode_batch(p[None], RateCoding(T=60), sample_rng(5, i))[:, 0]
+                for p, i in zip(pixels, ids, strict=True)
+            ],
+            axis=1,
+        )
         assert np.array_equal(spikes, expected) and labels.tolist() == [int(i[3:]) % 3 for i in ids]
 
 
@@ -62,8 +67,12 @@ def test_manifest_records_constants_counts_and_checksums(tmp_path):
     convert(TinyImages(n=30), out=str(tmp_path), rows_per_shard=7, seed=5, split="ratio:0.5")
     m = read_manifest(str(tmp_path))
     assert (m.dataset, m.kind, m.classes, m.input_shape, m.n_inputs) == (
-        "tiny", "image", ("zero", "one", "two"), (6, 5), 30,
-    )  # fmt: skip
+        "tiny",
+        "image",
+        ("zero", "one", "two"),
+        (6, 5),
+        30,
+    )
     assert (m.T, m.dt_ms, m.encoder, m.seed, m.split) == (400, 1.0, "rate", 5, "ratio:0.5")
     assert m.encoding() == RateCoding() and m.software["hm2bp"] == version("hm2bp")
     assert m.counts == {
@@ -85,10 +94,13 @@ def test_manifest_records_constants_counts_and_checksums(tmp_path):
         )
     schema = pq.read_schema(tmp_path / m.shards[0].file)
     assert [(f.name, str(f.type)) for f in schema] == [
-        ("sample_id", "string"), ("label", "int16"), ("split", "string"),
-        ("times", "list<element: uint16>"), ("neurons", "list<element: uint32>"),
+        ("sample_id", "string"),
+        ("label", "int16"),
+        ("split", "string"),
+        ("times", "list<element: uint16>"),
+        ("neurons", "list<element: uint32>"),
         ("speaker", "string"),
-    ]  # fmt: skip
+    ]
 
 
 def test_reading_back_through_ray_data_gives_dense_batches(tmp_path):
@@ -113,18 +125,23 @@ def test_kept_pixels_are_the_raw_images(tmp_path):
 
 def test_an_interrupted_conversion_resumes_without_loss_or_duplicates(tmp_path):
     out, marker = tmp_path / "shards", tmp_path / "fault-fired"
-    reader = TinyImages(n=40, flaky=("img017",), flaky_marker=str(marker))
-    with pytest.raises(RuntimeError, match="injected fault at img017"):
+    # The fault hits the last shard planned, so that the shards before it finish first.
+    refs = TinyImages(n=40).index(None)
+    last = plan_shards(refs, RatioSplit(0.75).assign(refs, 0), 5, 0, "")[-1].refs[0].sample_id
+    reader = TinyImages(n=40, flaky=(last,), flaky_marker=str(marker))
+    with pytest.raises(RuntimeError, match=f"injected fault at {last}"):
         convert(reader, out=str(out), rows_per_shard=5, split="ratio:0.75")
     assert marker.exists() and not (out / "manifest.json").exists()
     survivors = {f: os.stat(out / f).st_mtime_ns for f in shard_files(out)}
-    assert not any(name.startswith(".") for name in os.listdir(out))  # no half-written file kept
+    assert 1 <= len(survivors) < 8 and all(pq.read_metadata(out / f) for f in survivors)
+    (out / f".val-00001.parquet.tmp-{'0' * 32}").write_bytes(b"PAR1 half a shard")
 
     summary = convert(reader, out=str(out), rows_per_shard=5, split="ratio:0.75")
     rows = read_all(out)
     assert sorted(r["sample_id"] for r in rows) == [f"img{i:03d}" for i in range(40)]
     assert summary.shards_reused == len(survivors) and summary.shards_written == 8 - len(survivors)
     assert all(os.stat(out / f).st_mtime_ns == t for f, t in survivors.items())
+    assert not any(name.startswith(".") for name in os.listdir(out))  # leftovers removed
     fresh = tmp_path / "fresh"
     convert(TinyImages(n=40), out=str(fresh), rows_per_shard=5, split="ratio:0.75")
     assert read_manifest(str(out)).shards == read_manifest(str(fresh)).shards  # same bytes

@@ -44,8 +44,14 @@ def test_mnist_200_images_match_the_idx_file_and_the_encoder(tmp_path):
         -1, 28, 28
     )
     labels = idx_payload(folder / "mnist-t10k-first8000-labels-idx1-ubyte.gz", 8)
-    summary = convert(Subset(get_reader("mnist"), 40), source=folder, out=str(tmp_path), seed=3,
-                      rows_per_shard=64, split="ratio:0.75")  # fmt: skip
+    summary = convert(
+        Subset(get_reader("mnist"), 40),
+        source=folder,
+        out=str(tmp_path),
+        seed=3,
+        rows_per_shard=64,
+        split="ratio:0.75",
+    )
     m = read_manifest(str(tmp_path))
     assert summary.samples == 200 and (m.T, m.input_shape, m.split) == (400, (28, 28), "ratio:0.75")
     expected_counts = Counter(str(labels[i]) for i in range(0, 8000, 40))
@@ -87,8 +93,9 @@ def test_nmnist_100_spike_counts_equal_the_distinct_event_bins(tmp_path):
     table = rows_of(tmp_path)
     folders = Counter(int(r.sample_id.split("/")[1]) for r in reader.index(folder)[::10])
     assert Counter(table.column("label").to_pylist()) == folders  # Train/<digit>/<id>.bin
-    for sample_id, times in zip(table.column("sample_id").to_pylist(),
-                                table.column("times").to_pylist(), strict=True):  # fmt: skip
+    for sample_id, times in zip(
+        table.column("sample_id").to_pylist(), table.column("times").to_pylist(), strict=True
+    ):
         assert len(times) == distinct_triples((folder / sample_id).read_bytes()), sample_id
     spikes, _ = decode_spikes(table.slice(0, 3), m.T, m.n_inputs)
     ref = table.slice(0, 3).column("sample_id").to_pylist()
@@ -100,8 +107,13 @@ def test_nmnist_100_spike_counts_equal_the_distinct_event_bins(tmp_path):
 
 def test_nmnist_stabilised_is_recorded(tmp_path):
     folder = shared_path("data", "nmnist-small")
-    convert("nmnist", source=folder, out=str(tmp_path), reader_options={"stabilize": True},
-            split="range:train=0-9")  # fmt: skip
+    convert(
+        "nmnist",
+        source=folder,
+        out=str(tmp_path),
+        reader_options={"stabilize": True},
+        split="range:train=0-9",
+    )
     m = read_manifest(str(tmp_path))
     assert m.samples == 10 and m.reader_options == {"stabilize": True} and "saccade" in m.note
 
@@ -113,8 +125,9 @@ def test_fsdd_40_recordings_speaker_independent(tmp_path):
     m = read_manifest(str(tmp_path))
     assert (m.samples, m.input_shape, m.encoder, m.T) == (41, (78,), "cochlea_bsa", 1000)
     table = rows_of(tmp_path)
-    speakers = dict(zip(table.column("sample_id").to_pylist(), table.column("speaker").to_pylist(),
-                        strict=True))  # fmt: skip
+    speakers = dict(
+        zip(table.column("sample_id").to_pylist(), table.column("speaker").to_pylist(), strict=True)
+    )
     val = read_shards(str(tmp_path), split="val", columns=["sample_id"]).take_all()
     assert {speakers[r["sample_id"]] for r in val} == {"theo"}
     subset = reader.index(folder)[::62]
@@ -126,8 +139,11 @@ def test_fsdd_40_recordings_speaker_independent(tmp_path):
 
 
 def test_ti46_synth_and_emnist_synth_keep_their_own_splits(tmp_path):
-    ti46 = convert(Subset(get_reader("ti46"), 190), source=shared_path("data", "ti46-synth"),
-                   out=str(tmp_path / "ti46"))  # fmt: skip
+    ti46 = convert(
+        Subset(get_reader("ti46"), 190),
+        source=shared_path("data", "ti46-synth"),
+        out=str(tmp_path / "ti46"),
+    )
     m = read_manifest(str(tmp_path / "ti46"))
     assert m.split == "source" and set(m.counts) == {"train", "test"} and ti46.samples == 11
     assert "speaker" in pq.read_schema(tmp_path / "ti46" / m.shards[0].file).names

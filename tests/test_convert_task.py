@@ -24,11 +24,18 @@ class FailsAhead(TinyImages):
 def test_only_the_bad_samples_are_skipped(reader_type):
     reader = reader_type(n=8, bad=("img002", "img006"))
     loaded, skipped = load_payloads(reader, None, reader.index(None), skip_bad=True)
-    assert [ref.sample_id for ref, _ in loaded] == ["img000", "img001", "img003", "img004",
-                                                    "img005", "img007"]  # fmt: skip
+    assert [ref.sample_id for ref, _ in loaded] == [
+        "img000",
+        "img001",
+        "img003",
+        "img004",
+        "img005",
+        "img007",
+    ]
     assert [(s.path, s.sample_ids) for s in skipped] == [
-        ("img002.img", ("img002",)), ("img006.img", ("img006",)),
-    ]  # fmt: skip
+        ("img002.img", ("img002",)),
+        ("img006.img", ("img006",)),
+    ]
     with pytest.raises(BadInputError, match="img002.img"):
         load_payloads(reader, None, reader.index(None), skip_bad=False)
 

@@ -62,8 +62,11 @@ def test_one_row_all_empty_and_no_rows():
 
 
 def test_numpy_batches_of_equal_lengths_arrive_as_2d_arrays():
-    batch = {"label": np.array([0, 1]), "times": np.array([[1, 2], [0, 4]]),
-             "neurons": np.array([[0, 0], [5, 5]])}  # fmt: skip
+    batch = {
+        "label": np.array([0, 1]),
+        "times": np.array([[1, 2], [0, 4]]),
+        "neurons": np.array([[0, 0], [5, 5]]),
+    }
     spikes, _ = decode_spikes(batch, T=5, n_inputs=6)
     assert np.argwhere(spikes).tolist() == [[0, 1, 5], [1, 0, 0], [2, 0, 0], [4, 1, 5]]
 

@@ -32,8 +32,11 @@ def test_repeats_in_one_bin_collapse_and_output_is_sorted():
     ev = events((1, 1, 1, 700), (1, 1, 1, 1200), (1, 1, 0, 700), (2, 0, 0, 5), (1, 1, 1, 1201))
     times, neurons = bin_events(ev, EventBinning())
     assert list(zip(times.tolist(), neurons.tolist(), strict=True)) == [
-        (2, 68), (3, 35), (3, 1156 + 35), (4, 1156 + 35),
-    ]  # fmt: skip
+        (2, 68),
+        (3, 35),
+        (3, 1156 + 35),
+        (4, 1156 + 35),
+    ]
     assert times.dtype == np.uint16 and neurons.dtype == np.uint32
 
 
