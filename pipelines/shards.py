@@ -57,10 +57,14 @@ def shard_schema(meta_keys: Sequence[str], keep_pixels: bool) -> pa.Schema:
 
 def _list_array(parts: Sequence[np.ndarray], dtype: pa.DataType) -> pa.ListArray:
     """A list column from per-row arrays, built from offsets (no per-element Python objects)."""
-    offsets = np.zeros(len(parts) + 1, dtype=np.int32)
-    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts], dtype=np.int64)])
+    if offsets[-1] >= 2**31:
+        raise ValueError(
+            f"rows_per_shard: {offsets[-1]} spikes in one shard (expected fewer than 2**31, the "
+            "limit of a Parquet list column; use fewer rows per shard)"
+        )
     values = np.concatenate(parts) if parts else np.zeros(0)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=dtype))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, type=dtype))
 
 
 def shard_table(

@@ -115,12 +115,20 @@ def test_reading_back_through_ray_data_gives_dense_batches(tmp_path):
         read_shards(str(tmp_path), split="test")
 
 
-def test_kept_pixels_are_the_raw_images(tmp_path):
-    convert(TinyImages(n=10), out=str(tmp_path), keep_pixels=True, split="range:train=0-9")
+def test_kept_pixels_are_the_raw_images_also_in_numpy_batches(tmp_path):
+    convert(TinyImages(n=10), out=str(tmp_path), keep_pixels=True, split="range:train=0-9", T=50)
     table = pq.read_table(tmp_path / "train-00000.parquet")
     images = decode_pixels(table, (6, 5))
     for sample_id, image in zip(table.column("sample_id").to_pylist(), images, strict=True):
         assert np.array_equal(image, tiny_image(int(sample_id[3:])))
+    # Ray Data's numpy batches (object arrays per row, down to B = 1) decode the same
+    for batch in read_shards(str(tmp_path)).iter_batches(batch_size=3, batch_format="numpy"):
+        spikes, _ = decode_spikes(batch, T=50, n_inputs=30)
+        pixels = decode_pixels(batch, (6, 5))
+        for b, sample_id in enumerate(batch["sample_id"]):
+            assert np.array_equal(pixels[b], tiny_image(int(sample_id[3:])))
+            drawn = rate_encode_batch(pixels[b][None], RateCoding(T=50), sample_rng(0, sample_id))
+            assert np.array_equal(spikes[:, b], drawn[:, 0])
 
 
 def test_an_interrupted_conversion_resumes_without_loss_or_duplicates(tmp_path):
