@@ -7,6 +7,7 @@ the CLI, `ray job submit` entry points and tests all run the same code.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
@@ -16,7 +17,81 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 
 def _commands() -> dict[str, Command]:
-    return {}
+    return {
+        "convert": (
+            "convert a data set into Parquet shards of spike events, one Ray task per shard",
+            _convert_arguments,
+            _convert,
+        ),
+    }
+
+
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    from hm2bp.pipelines.registry import READERS
+
+    parser.add_argument(
+        "dataset", choices=sorted(READERS), help="the reader (digits needs no --source)"
+    )
+    parser.add_argument("--source", help="the raw data: a folder or file of the data set")
+    parser.add_argument(
+        "--out", required=True, help="destination folder: a path or a URI (s3://...)"
+    )
+    parser.add_argument("--T", type=int, dest="T", help="time steps (default: the reference's)")
+    parser.add_argument("--dt", type=float, help="step length in ms (default: the reference's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the encoding and splits")
+    parser.add_argument(
+        "--split",
+        help="ratio:0.8, range:train=0-5999,val=6000-7999, "
+        "group:speaker=theo or source (default: source where there is one)",
+    )
+    parser.add_argument("--rows-per-shard", type=int, default=1000)
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable files, list them")
+    parser.add_argument("--keep-pixels", action="store_true", help="also store raw images")
+    parser.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a reader option, e.g. -o stabilize=true (nmnist), -o split=letters "
+        "(emnist); values are read as JSON, else as text",
+    )
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from hm2bp.pipelines.convert import convert
+    from hm2bp.pipelines.errors import BadInputError
+
+    options = {}
+    for pair in args.option:
+        key, sep, text = pair.partition("=")
+        if not (key and sep):
+            print(f"hm2bp convert: --option {pair!r} (expected KEY=VALUE)", file=sys.stderr)
+            return 2
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    try:
+        summary = convert(
+            args.dataset,
+            out=args.out,
+            source=args.source,
+            T=args.T,
+            dt_ms=args.dt,
+            seed=args.seed,
+            split=args.split,
+            rows_per_shard=args.rows_per_shard,
+            skip_bad=args.skip_bad,
+            keep_pixels=args.keep_pixels,
+            reader_options=options,
+            progress=True,
+        )
+    except (BadInputError, ValueError, FileNotFoundError) as err:
+        print(f"hm2bp convert: {err}", file=sys.stderr)
+        return 1
+    print(summary.format())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

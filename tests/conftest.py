@@ -7,6 +7,7 @@ tests that need them skip with the reason; in CI (`CI=true`) their absence is a 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -30,3 +31,26 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return shared_path()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray for the whole session: 2 CPUs, no dashboard, a 512 MiB object store, and
+    Ray Data's progress bars and per-run log lines off. Tests use `address="local"` so that they
+    never join a cluster named by `RAY_ADDRESS` (product code calls plain `ray.init()`)."""
+    import ray
+    import ray.data
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=512 * 1024**2,
+        logging_level=logging.WARNING,
+    )
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,276 @@
+"""Convert a data set into spike shards: index on the driver, one Ray task per shard.
+
+`convert` is what `hm2bp convert` runs. The driver indexes the source (cheap), assigns splits,
+plans the shards and fingerprints the sources; each Ray task then keeps its shard if it is already
+complete (`convert_task.py`) or loads, encodes and writes it atomically. The manifest is written
+last, also atomically. So a conversion that stops anywhere (a crash, a bad file, Ctrl-C) leaves
+only whole shards, and running the same command again finishes it without duplicating or losing
+a sample and without rewriting finished shards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import ray
+from hm2bp.pipelines.checksums import source_checksums
+from hm2bp.pipelines.convert_task import ShardJob, ShardResult, build_shard
+from hm2bp.pipelines.encoders import (
+    EncoderParams,
+    check_encoder,
+    default_encoder,
+    encoder_name,
+    input_shape,
+    params_record,
+)
+from hm2bp.pipelines.manifest import (
+    FORMAT_VERSION,
+    Manifest,
+    SkippedFile,
+    read_manifest,
+    write_manifest,
+)
+from hm2bp.pipelines.registry import get_reader, reader_options
+from hm2bp.pipelines.shard_plan import SHARD_NAME, conversion_fingerprint, plan_shards
+from hm2bp.pipelines.shards import DATASET_KEY, shard_schema
+from hm2bp.pipelines.source import DatasetFacts, Reader
+from hm2bp.pipelines.splits import default_split, parse_split
+from hm2bp.pipelines.storage import absolute, file_names, remove_temporaries, resolve
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class ConversionSummary:
+    """What a conversion produced, for the CLI's printout and for callers."""
+
+    dataset: str
+    out: str
+    samples: int
+    spikes: int
+    seconds: float
+    shards_written: int
+    shards_reused: int
+    counts: dict[str, dict[str, int]]
+    skipped: tuple[SkippedFile, ...]
+
+    @property
+    def spikes_per_sample(self) -> float:
+        return self.spikes / max(self.samples, 1)
+
+    def format(self) -> str:
+        splits = ", ".join(f"{s} {sum(c.values())}" for s, c in self.counts.items())
+        rate = self.samples / max(self.seconds, 1e-9)
+        lines = [
+            f"{self.dataset} -> {self.out}",
+            f"  samples  {self.samples} ({splits})",
+            f"  spikes   {self.spikes} ({self.spikes_per_sample:.1f} per sample)",
+            f"  shards   {self.shards_written + self.shards_reused} "
+            f"({self.shards_written} written, {self.shards_reused} already complete)",
+            f"  time     {self.seconds:.1f} s ({rate:.0f} samples/s)",
+        ]
+        lines += [f"  skipped  {s.path}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def convert(
+    dataset: str | Reader,
+    *,
+    out: str,
+    source: str | Path | None = None,
+    encoder: EncoderParams | None = None,
+    T: int | None = None,
+    dt_ms: float | None = None,
+    seed: int = 0,
+    split: str | None = None,
+    rows_per_shard: int = 1000,
+    skip_bad: bool = False,
+    keep_pixels: bool = False,
+    reader_options: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> ConversionSummary:
+    """Convert `dataset` (a registered reader's name, or a `Reader`) from `source` into shards and
+    a manifest under `out` (a local path or a pyarrow filesystem URI).
+
+    `encoder` defaults to the reference's encoder for the data's kind; `T` and `dt_ms` override
+    its values. `split` is a spec of `splits.py` (default: `default_split`). Raises the reader's
+    `BadInputError` unless `skip_bad`, which lists the skipped files in the manifest instead.
+    Calls `ray.init()` (joining `RAY_ADDRESS`, else starting a local Ray) unless Ray is running.
+    """
+    started = time.perf_counter()
+    source = None if source is None else Path(source).absolute()
+    out = absolute(out)
+    reader, reader_name, options = _reader(dataset, source, dict(reader_options or {}))
+    params = _encoder(reader.facts, encoder, T, dt_ms)
+    if keep_pixels and reader.facts.kind != "image":
+        raise ValueError(
+            f"keep_pixels: {reader.facts.name!r} holds {reader.facts.kind} (expected images)"
+        )
+    refs = reader.index(source)
+    spec = parse_split(split) if split else default_split(refs)
+    manifest = _manifest(
+        reader.facts,
+        params,
+        reader=reader_name,
+        reader_options=options,
+        split=spec.spec,
+        seed=seed,
+        keep_pixels=keep_pixels,
+        source=source,
+    )
+    meta_keys = sorted({key for ref in refs for key in ref.meta})
+    fingerprint = conversion_fingerprint(manifest.header(), skip_bad=skip_bad, meta_keys=meta_keys)
+    plans = plan_shards(refs, spec.assign(refs, seed), rows_per_shard, seed, fingerprint)
+    schema = shard_schema(meta_keys, keep_pixels).with_metadata(
+        {DATASET_KEY: json.dumps(manifest.header()).encode()}
+    )
+    recorded = _prepare_destination(out)
+    jobs = [
+        ShardJob(p, out, source, schema, params, seed, skip_bad, keep_pixels, recorded.get(p.file))
+        for p in plans
+    ]
+    results = _run(jobs, reader, progress, f"convert {reader.facts.name}")
+    manifest = _finish(manifest, results)
+    write_manifest(out, manifest)
+    _remove_stale_shards(out, {plan.file for plan in plans})
+    return ConversionSummary(
+        dataset=manifest.dataset,
+        out=out,
+        samples=manifest.samples,
+        spikes=manifest.spikes,
+        seconds=time.perf_counter() - started,
+        shards_written=sum(not r.reused for r in results),
+        shards_reused=sum(r.reused for r in results),
+        counts=manifest.counts,
+        skipped=manifest.skipped,
+    )
+
+
+def _encoder(
+    facts: DatasetFacts, encoder: EncoderParams | None, T: int | None, dt_ms: float | None
+) -> EncoderParams:
+    """The given or default encoder with `T` and `dt_ms` overridden, checked against the data."""
+    overrides = {k: v for k, v in (("T", T), ("dt_ms", dt_ms)) if v is not None}
+    params = dataclasses.replace(encoder or default_encoder(facts.kind), **overrides)
+    check_encoder(params, facts)
+    return params
+
+
+def _manifest(
+    facts: DatasetFacts,
+    params: EncoderParams,
+    *,
+    reader: str,
+    reader_options: dict[str, Any],
+    split: str,
+    seed: int,
+    keep_pixels: bool,
+    source: Path | None,
+) -> Manifest:
+    """The manifest's constant part; the shards, counts and skipped files come at the end."""
+    return Manifest(
+        format=FORMAT_VERSION,
+        dataset=facts.name,
+        kind=facts.kind,
+        classes=tuple(facts.classes),
+        input_shape=input_shape(params, facts),
+        T=params.T,
+        dt_ms=params.dt_ms,
+        encoder=encoder_name(params),
+        encoder_params=params_record(params),
+        seed=seed,
+        split=split,
+        keep_pixels=keep_pixels,
+        reader=reader,
+        reader_options=reader_options,
+        note=facts.note,
+        source_labels=tuple(facts.source_labels),
+        sources=source_checksums(source),
+        software={name: version(name) for name in ("hm2bp", "numpy", "pyarrow", "librosa")},
+    )
+
+
+def _reader(
+    dataset: str | Reader, source: Path | None, options: dict[str, Any]
+) -> tuple[Reader, str, dict[str, Any]]:
+    """The reader, the name the manifest gives it, and all its options (defaults resolved)."""
+    if not isinstance(dataset, str):
+        if options:
+            raise ValueError("reader_options: given with a Reader object (expected a reader name)")
+        return dataset, f"{type(dataset).__module__}.{type(dataset).__qualname__}", {}
+    reader = get_reader(dataset, source, **options)
+    return reader, dataset, {name: getattr(reader, name) for name in reader_options(dataset)}
+
+
+def _prepare_destination(out: str) -> dict[str, str]:
+    """Create the folder, drop an interrupted run's temporary files, and return file -> sha256
+    from the manifest of an earlier complete run, if there is one."""
+    fs, folder = resolve(out)
+    fs.create_dir(folder, recursive=True)
+    remove_temporaries(fs, folder)
+    try:
+        return {e.file: e.sha256 for e in read_manifest(out).shards}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _remove_stale_shards(out: str, planned: set[str]) -> None:
+    """Delete shards of an earlier, different plan (after the new manifest is in place)."""
+    fs, folder = resolve(out)
+    for name in file_names(fs, folder):
+        if SHARD_NAME.match(name) and name not in planned:
+            fs.delete_file(f"{folder}/{name}")
+
+
+def _run(jobs: Sequence[ShardJob], reader: Reader, progress: bool, desc: str) -> list[ShardResult]:
+    """One Ray task per shard. On the first failure the tasks not yet finished are cancelled
+    (their shards stay unwritten: writes are atomic) and the task's own error is raised."""
+    if not ray.is_initialized():
+        ray.init()
+    task = ray.remote(num_cpus=1)(build_shard)
+    reader_ref = ray.put(reader)
+    pending = {task.remote(job, reader_ref): i for i, job in enumerate(jobs)}
+    results: list[ShardResult | None] = [None] * len(jobs)
+    with tqdm(total=len(jobs), desc=desc, unit="shard", disable=not progress) as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(done[0])
+            try:
+                results[i] = ray.get(done[0])
+            except ray.exceptions.RayTaskError as err:
+                _cancel(list(pending))
+                raise err.cause from None
+            bar.update(1)
+    return results  # type: ignore[return-value]
+
+
+def _cancel(refs: list[ray.ObjectRef]) -> None:
+    for ref in refs:
+        ray.cancel(ref)
+    for ref in refs:
+        with contextlib.suppress(ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError):
+            ray.get(ref)
+
+
+def _finish(manifest: Manifest, results: Sequence[ShardResult]) -> Manifest:
+    """The manifest with the shards, counts per split and class, and skipped files merged."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in results:
+        per_class = counts.setdefault(r.entry.split, {})
+        for label, n in sorted(r.labels.items()):
+            name = manifest.classes[label]
+            per_class[name] = per_class.get(name, 0) + n
+    merged: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        for s in r.skipped:
+            merged.setdefault((s.path, s.reason), []).extend(s.sample_ids)
+    skipped = tuple(SkippedFile(p, reason, tuple(ids)) for (p, reason), ids in merged.items())
+    shards = tuple(r.entry for r in results)
+    return dataclasses.replace(manifest, counts=counts, shards=shards, skipped=skipped)
