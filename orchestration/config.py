@@ -102,7 +102,9 @@ class NetworkConfig:
             for i, layer in enumerate(self.layers[:-1])
             if layer.kind == "output"
         ]
-        if len(self.input_shape) != 3 and any(layer.kind in ("conv", "pool") for layer in self.layers):
+        if len(self.input_shape) != 3 and any(
+            layer.kind in ("conv", "pool") for layer in self.layers
+        ):
             found.append(
                 f"input_shape: got {list(self.input_shape)} (conv and pool layers need (C, H, W))"
             )

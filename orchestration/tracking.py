@@ -189,14 +189,26 @@ class EpochLogger:
             now = int(time.time() * 1000)
             batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
             batch.append(Metric(EPOCH_METRIC, float(epoch), now, epoch))
-            if not self._try(f"logging epoch {epoch}", self.client.log_batch, self.ref.run_id, batch):
+            if not self._try(
+                f"logging epoch {epoch}", self.client.log_batch, self.ref.run_id, batch
+            ):
                 return
             self.logged.add(epoch)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        self._try(f"logging {artifact_file}", self.client.log_figure, self.ref.run_id, figure,
-                  artifact_file)
+        self._try(
+            f"logging {artifact_file}",
+            self.client.log_figure,
+            self.ref.run_id,
+            figure,
+            artifact_file,
+        )
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
-        self._try(f"logging {artifact_file}", self.client.log_dict, self.ref.run_id, dict(data),
-                  artifact_file)
+        self._try(
+            f"logging {artifact_file}",
+            self.client.log_dict,
+            self.ref.run_id,
+            dict(data),
+            artifact_file,
+        )
