@@ -64,9 +64,15 @@ def _every_nth(batches: Iterator[pa.Table], start: int, step: int) -> Iterator[p
 class RaySession:
     """Inside a Ray Train worker: datasets `train` (split equally) and `val` (whole)."""
 
-    def __init__(self, config: ExperimentConfig) -> None:
+    def __init__(self, config: ExperimentConfig, progress_bars: bool) -> None:
+        import logging
+
         import ray.train
         import ray.train.torch
+
+        # Ray Train logs every report and checkpoint at INFO; our epoch line says it once.
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
+        self.progress_bars = progress_bars
 
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
@@ -116,7 +122,7 @@ class RaySession:
             )
 
     def progress(self, total: int, desc: str):
-        if self.rank != 0:
+        if self.rank != 0 or not self.progress_bars:
             return _NoBar()
         from ray.experimental.tqdm_ray import tqdm
 
@@ -170,4 +176,4 @@ class LocalSession:
     def progress(self, total: int, desc: str):
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, leave=False)
+        return tqdm(total=total, desc=desc, leave=False, disable=None)  # None: off without a TTY

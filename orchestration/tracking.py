@@ -149,6 +149,25 @@ def finish_run(ref: RunRef, failed: bool = False) -> None:
     MlflowClient(ref.uri).set_terminated(ref.run_id, "FAILED" if failed else "FINISHED")
 
 
+def missing_epochs(ref: RunRef, epochs: int) -> str | None:
+    """None when the run holds epochs `0..epochs-1`, else what is missing and why."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        history = MlflowClient(ref.uri).get_metric_history(ref.run_id, EPOCH_METRIC)
+    except Exception as err:
+        return (
+            f"tracking store {ref.uri} failed at the end of training: {type(err).__name__}: {err}"
+        )
+    missing = sorted(set(range(epochs)) - {int(m.step) for m in history})
+    if not missing:
+        return None
+    return (
+        f"MLflow run {ref.run_id} in {ref.uri} lacks epochs {missing} (the store failed during "
+        "training; the checkpoint's history holds them)"
+    )
+
+
 class EpochLogger:
     """Rank 0's metrics logging: each epoch once, in one batch, failures kept, not raised."""
 

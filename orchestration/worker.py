@@ -35,11 +35,13 @@ from hm2bp.pipelines.manifest import Manifest, manifest_from_json
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train's worker function. `config`: `experiment` (the config as plain data), `manifest`
-    (the shards' manifest.json text) and `tracking` (a `RunRef` as a dict, or None)."""
+    (the shards' manifest.json text), `tracking` (a `RunRef` as a dict, or None) and
+    `progress_bars` (whether the driver's terminal shows them)."""
     experiment = config_from_dict(config["experiment"])
     manifest = manifest_from_json(config["manifest"], experiment.data.shards)
     tracking = RunRef(**config["tracking"]) if config.get("tracking") else None
-    run_training(experiment, manifest, RaySession(experiment), tracking)
+    session = RaySession(experiment, progress_bars=config["progress_bars"])
+    run_training(experiment, manifest, session, tracking)
 
 
 def run_local(
@@ -131,7 +133,8 @@ def train_epoch(model, optimizer, session, config, manifest, boosting, epoch) ->
     """One pass over this worker's share; a progress bar on rank 0."""
     tally = Tally(config.network.n_classes)
     rows = sum(manifest.counts.get(config.data.train_split, {}).values()) // session.world_size
-    bar = session.progress(math.ceil(rows / config.train.batch_size), f"epoch {epoch}")
+    total = math.ceil(rows / config.train.batch_size)
+    bar = session.progress(total, f"epoch {epoch + 1}/{config.train.epochs}")
     for step, batch in enumerate(
         session.train_batches(config.train.batch_size, epoch, columns(config, train=True))
     ):
