@@ -129,13 +129,15 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     _set_and_json(parser)
 
 
-def _report_run(result, as_json: bool, extra: dict | None = None) -> None:
-    """The end of `train` and `demo`: Ray is shut down first so that no worker line follows."""
+def _report_run(result, as_json: bool, ray_started: bool) -> None:
+    """The end of `train` and `demo`: a Ray this command started is shut down first, so that no
+    worker line follows the summary."""
     import ray
     from hm2bp.orchestration.demo import ui_hint
 
-    ray.shutdown()
-    summary = {**result.summary(), **(extra or {})}
+    if ray_started:
+        ray.shutdown()
+    summary = result.summary()
     print(
         f"val accuracy {summary['val_accuracy']:.4f} after {summary['epochs']} epochs "
         f"(mean of the last 3: {summary['val_accuracy_last3_mean']:.4f}, best: "
@@ -156,13 +158,16 @@ def _train(args: argparse.Namespace) -> int:
     from hm2bp.orchestration.tracking import TrackingError
     from hm2bp.orchestration.trainer import train
 
+    import ray
+
+    ray_started = not ray.is_initialized()
     try:
         config = load_config(args.config, args.overrides)
         result = train(config, config_text=Path(args.config).read_text())
     except (ConfigError, TrackingError, FileNotFoundError) as err:
         print(f"hm2bp train: {err}", file=sys.stderr)
         return 1
-    _report_run(result, args.json)
+    _report_run(result, args.json, ray_started)
     return 0
 
 
@@ -206,12 +211,15 @@ def _demo(args: argparse.Namespace) -> int:
     from hm2bp.orchestration.demo import demo
     from hm2bp.orchestration.tracking import TrackingError
 
+    import ray
+
+    ray_started = not ray.is_initialized()
     try:
         result = demo(args.workdir, args.overrides)
     except (ConfigError, TrackingError) as err:
         print(f"hm2bp demo: {err}", file=sys.stderr)
         return 1
-    _report_run(result, args.json)
+    _report_run(result, args.json, ray_started)
     return 0
 
 

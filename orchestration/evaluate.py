@@ -103,6 +103,6 @@ def evaluate(
         checkpoint=checkpoint,
         shards=shards,
         device=str(session.device),
-        backend=network.backend,
+        backend=network.backend.name,
         trained_on=dict(state["trained_on"]),
     )

@@ -177,12 +177,17 @@ def train(
 ) -> TrainResult:
     """Train `config` on Ray (joining the cluster `ray.init()` finds); see the module docstring."""
     import ray
+    import ray.data
 
     config = resolved(config)
     manifest = check_against_manifest(config)
     run = open_tracking(config, manifest, config_text, parent_run_id)
     if not ray.is_initialized():
         ray.init()
+    # Ray Data's per-operator bars and log lines would bury the epoch lines; ours show progress.
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     trainer = build_trainer(
         config, manifest, run, ray.cluster_resources().get("CPU", 1.0), callbacks
     )

@@ -115,7 +115,7 @@ def _state(config, manifest, model, optimizer, boosting, epoch, history, confusi
         "confusion": confusion.tolist(),
         "classes": list(manifest.classes),
         "boosting": None if boosting is None else boosting.state_dict(),
-        "trained_on": {"device": str(device), "backend": model.backend},
+        "trained_on": {"device": str(device), "backend": model.backend.name},
     }
 
 
