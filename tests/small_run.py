@@ -1,5 +1,5 @@
-"""A small real training setup for orchestration tests: a slice of scikit-learn's digits converted
-with Ray tasks, and the demo config shrunk to it (T = 40, 64-32-10) so that an epoch takes seconds."""
+"""A small real training setup for orchestration tests: a slice of scikit-learn's digits
+converted with Ray tasks, and the demo config shrunk to it (T = 50, 64-32-10): seconds an epoch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from hm2bp.orchestration.config import ExperimentConfig, load_config
 from hm2bp.tests.conftest import PROJECT_ROOT
 
-T = 40
+T = 50
 SPLIT = "range:train=0-399,val=400-499"
 
 
@@ -29,11 +29,14 @@ def small_config(shards: str, root: Path, *overrides: str) -> ExperimentConfig:
             f"data.shards={shards}",
             f"data.T={T}",
             "network.layers.0.size=32",
-            "network.targets.desired=10",
-            "network.targets.undesired=2",
+            "network.layers.0.threshold=2",
+            "network.layers.1.threshold=2",
+            "network.targets.desired=8",
+            "network.targets.undesired=1",
             "network.targets.margin=1",
             "train.epochs=2",
-            "train.batch_size=10",
+            "train.batch_size=5",
+            "optimizer.lr=1e-2",
             f"run.storage_path={root / 'runs'}",
             f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
             *overrides,
