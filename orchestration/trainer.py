@@ -106,7 +106,14 @@ def build_trainer(
     (a Tune driver passes `TuneReportCallback()`)."""
     from hm2bp.orchestration.batches import columns
     from hm2bp.pipelines.dataset import read_shards
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
     gpus = config.scaling.gpus_per_worker
@@ -132,6 +139,8 @@ def build_trainer(
             failure_config=FailureConfig(max_failures=config.scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks) or None,
+            # Ray Train logs every report and checkpoint at INFO; our epoch line says it once.
+            logging_config=LoggingConfig(log_level="WARNING"),
             # Without Ray Train's print patch a worker's line reaches the driver once, not twice.
             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         ),
