@@ -217,9 +217,7 @@ def run_training(
     model = network
     if distributed():  # Ray Train made the process group: gloo on CPU, NCCL on GPU
         ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(
-            network, device_ids=ids, broadcast_buffers=False
-        )
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
     logger = EpochLogger(tracking) if tracking is not None and session.rank == 0 else None
     if logger is not None:
         logger.sync(history)  # epochs checkpointed before a restart but not yet logged
