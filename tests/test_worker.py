@@ -117,3 +117,17 @@ def test_the_cnn_row_reencodes_warped_pixels_each_epoch(ray_local, tmp_path):
     history = run_local(config, shards, device="cpu")
     assert len(history) == 1 and 0 <= history[0]["val_accuracy"] <= 1
     assert {"conv0/mean_spikes", "pool0/silent_fraction"} <= set(history[0])
+
+
+def test_the_loop_imports_without_ray_or_mlflow():
+    """The GPU machine has torch, Triton, pyarrow, pyyaml, tqdm and matplotlib, but no ray, mlflow,
+    tonic or librosa: `run_local` and `evaluate` must import without them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hm2bp.orchestration.worker, hm2bp.orchestration.evaluate; "
+        "print([m for m in ('ray', 'mlflow', 'tonic', 'librosa') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
