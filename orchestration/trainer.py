@@ -22,9 +22,10 @@ else starts a local one.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -47,7 +48,6 @@ class TrainResult:
     run_id: str
     tracking_uri: str
     tracking_problem: str | None = None  # set when the store dropped and epochs are missing
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The JSON line of `hm2bp train --json` / `hm2bp demo --json`."""
@@ -62,7 +62,6 @@ class TrainResult:
             "run_id": self.run_id,
             "tracking_uri": self.tracking_uri,
             "tracking_problem": self.tracking_problem,
-            **self.extra,
         }
 
 
@@ -203,7 +202,8 @@ def train(
     try:
         result = trainer.fit()
     except BaseException:
-        tracking.finish_run(run, failed=True)
+        with contextlib.suppress(Exception):  # a failing store must not hide the training error
+            tracking.finish_run(run, failed=True)
         raise
     run_folder = f"{config.run.storage_path.rstrip('/')}/{config.run.name}"
     # Ray gives the path inside the storage filesystem; rebuild it from the run folder (a URI
