@@ -94,6 +94,8 @@ def layer_backward(
     (the output error for the top layer).
     """
     trained = layer.spec.trained
+    if not trained and not need_previous:
+        return None, None
     # 1/nu once per fc/conv layer (spec 4.4); pooling divides by 4 instead (spec 4.8).
     delta = delta * (1.0 / layer.neuron.threshold if trained else POOL_SCALE)
     window = kernel.shape[0] != record.inputs.shape[0]  # P = 2: the window cut something
