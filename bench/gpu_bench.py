@@ -88,7 +88,11 @@ CASES = (
     Case(NMNIST_MLP, 540, 128, 2, 5),
     Case(MNIST_CNN, 400, 32, 2, 3),
 )
-SMOKE_CASES = (Case(SMOKE_MLP, 24, 1, 1, 1), Case(SMOKE_MLP, 24, 3, 1, 1), Case(SMOKE_CNN, 24, 2, 1, 1))
+SMOKE_CASES = (
+    Case(SMOKE_MLP, 24, 1, 1, 1),
+    Case(SMOKE_MLP, 24, 3, 1, 1),
+    Case(SMOKE_CNN, 24, 2, 1, 1),
+)
 
 ENGINES = ("hm2bp-reference", "hm2bp-triton", "spikingjelly", "snntorch")
 
@@ -177,7 +181,8 @@ def table(rows: list[Row]) -> str:
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
-        sj = next((r for r in rows if r.case is row.case and r.engine == "spikingjelly"), Row(row.case, ""))
+        same_case = (r for r in rows if r.case is row.case and r.engine == "spikingjelly")
+        sj = next(same_case, Row(row.case, ""))
         case = row.case
         lines.append(
             f"| {case.arch.name} | {case.steps} | {case.batch} | {row.engine} "

@@ -6,10 +6,11 @@ An architecture is a tuple of layers (`Layer`), the same for hm2bp (a `NetworkSp
 thresholds and the same count loss (sum over the outputs of (o - y)^2, targets 35 / 5), and one
 "step" is forward + backward + Adam on a `[T, B, ...]` spike batch.
 
-The competitors run layer by layer (all steps' currents in one GEMM or convolution over T*B, then the
-neuron over time), which is SpikingJelly's multi-step mode and the fastest way to drive snnTorch's
-per-step neuron. A pooling layer is a spiking neuron fed by the 2x2 sum in hm2bp (spec section 1.3);
-the competitors use an average pool followed by a LIF with a quarter of the threshold, the same thing.
+The competitors run layer by layer (all steps' currents in one GEMM or convolution over T*B, then
+the neuron over time), which is SpikingJelly's multi-step mode and the fastest way to drive
+snnTorch's per-step neuron. A pooling layer is a spiking neuron fed by the 2x2 sum in hm2bp (spec
+section 1.3); the competitors use an average pool and a LIF with a quarter of the threshold, the
+same thing.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def hm2bp_spec(arch: Architecture):
     )
 
 
-def hm2bp_step(arch: Architecture, spikes: torch.Tensor, labels: torch.Tensor, backend: str) -> Step:
+def hm2bp_step(
+    arch: Architecture, spikes: torch.Tensor, labels: torch.Tensor, backend: str
+) -> Step:
     from hm2bp.kernels.network import Network
     from hm2bp.kernels.schedule import build_optimizer
 
@@ -156,9 +159,7 @@ def spikingjelly_step(arch: Architecture, spikes: torch.Tensor, labels: torch.Te
 
     synapses = _synapses(arch)
     neurons = nn.ModuleList(
-        neuron.LIFNode(
-            tau=TAU_M, decay_input=False, v_threshold=_threshold(layer), step_mode="m"
-        )
+        neuron.LIFNode(tau=TAU_M, decay_input=False, v_threshold=_threshold(layer), step_mode="m")
         for layer in arch.layers
     )
     model = nn.ModuleList([synapses, neurons]).to(spikes.device)

@@ -2,20 +2,20 @@
 
 The reference (`neuron.lif_scan` + `psp_kernel.psp_kernel`) runs ~10 torch ops per time step and
 then rebuilds K from the whole raster. Here one program owns a block of neurons of one sample and
-keeps v, the synaptic current a, the refractory counter and the last spike time in registers for all
-T steps (spec section 6.3, item 3); it reads each input current once, writes the spikes densely and
-K sparsely (two entries per post-spike, six more with the 4*tau_m window emulation: zero-initialised
-outputs, masked stores at t_f, read-add-write at the earlier slots r_f, q_f, r_f - 1, which only this
-program touches). For the output layer one program holds the whole row, so the lateral current
--w0 * (sum_l s_l(t-1) - s_i(t-1)) is a register reduction (spec section 1.2).
+keeps v, the synaptic current a, the refractory counter and the last spike time in registers for
+all T steps (spec section 6.3, item 3); it reads each input current once, writes the spikes
+densely and K sparsely (two entries per post-spike, six more with the 4*tau_m window emulation:
+zero-initialised outputs, masked stores at t_f, read-add-write at the earlier slots r_f, q_f and
+r_f - 1, which only this program touches). For the output layer one program holds the whole row,
+so the lateral current -w0 * (sum_l s_l(t-1) - s_i(t-1)) is a register reduction (spec 1.2).
 
-Spikes equal the reference's bit for bit, in float32 as in float64: the scan performs the reference's
-operations in its order and rounding (spec section 8.11): every constant is rounded to the current's
-dtype as torch rounds a Python scalar, and the kernel is compiled without FMA contraction
-(`enable_fp_fusion=False`). One quirk is torch's, not the spec's: on CUDA, torch divides by a Python
-scalar as a multiplication by its reciprocal (`div_true_kernel_cuda`), on the CPU it divides; the
-kernel follows whichever the current's device does. K's exponentials use Triton's `exp` (on the GPU
-the fast approximation), so K agrees to a few ulp, not bitwise.
+Spikes equal the reference's bit for bit, in float32 as in float64: the scan performs the
+reference's operations in its order and rounding (spec section 8.11): every constant is rounded to
+the current's dtype as torch rounds a Python scalar, and the kernel is compiled without FMA
+contraction (`enable_fp_fusion=False`). One quirk is torch's, not the spec's: on CUDA, torch
+divides by a Python scalar as a multiplication by its reciprocal (`div_true_kernel_cuda`), on the
+CPU it divides; the kernel follows whichever the current's device does. K's exponentials use
+Triton's `exp` (on the GPU the fast approximation), so K agrees to a few ulp, not bitwise.
 """
 
 from __future__ import annotations
@@ -30,10 +30,20 @@ from hm2bp.kernels.psp_kernel import look_back
 from hm2bp.kernels.spec import NeuronConstants
 from hm2bp.kernels.triton_launch import check_runnable, launch_options
 
-# Order of the per-layer constants in the `params` vector (rounded to the current's dtype).
-DECAY_M, DECAY_S, TAU_S, INV_TAU_S, THRESHOLD, LATERAL, C, RESTART_RATE, INV_TAU_M, INV_TAU_S_EXP = (
-    range(10)
-)
+# Slots of the per-layer constants in the `params` vector (rounded to the current's dtype); Triton
+# kernels may only read globals that are constexpr.
+(
+    DECAY_M,
+    DECAY_S,
+    TAU_S,
+    INV_TAU_S,
+    THRESHOLD,
+    LATERAL,
+    C,
+    RESTART_RATE,
+    INV_TAU_M,
+    INV_TAU_S_EXP,
+) = (tl.constexpr(slot) for slot in range(10))
 
 
 @triton.jit
@@ -92,10 +102,7 @@ def lif_scan_fwd_kernel(
         if HAS_LATERAL:
             drive = drive - lateral * (tl.sum(previous, axis=0) - previous)
         a = a + drive
-        if DIVIDE:
-            v = v + a / tau_s
-        else:
-            v = v + a * inv_tau_s
+        v = v + a / tau_s if DIVIDE else v + a * inv_tau_s
         refractory = ref > 0
         v = tl.where(refractory, zero, v)
         ref = ref - refractory.to(tl.int32)
@@ -121,15 +128,28 @@ def lif_scan_fwd_kernel(
             _add_at(k_m, at_start, -(c * restart), fired)
             tl.store(k_s + at_t, zero + c, mask=fired)
             _add_at(k_s, at_start, -(c * restart), fired)
-            _window_entries(k_m, k_s, params, t, start, since, row, slice_size, fired, c,
-                            REFRACTORY, LOOK_BACK)
+            _window_entries(
+                k_m, k_s, params, t, start, since, row, slice_size, fired, c, REFRACTORY, LOOK_BACK
+            )
         last = tl.where(fired, t, last)
     tl.store(counts + row, count, mask=mask)
 
 
 @triton.jit
-def _window_entries(k_m, k_s, params, t, start, since, row, slice_size, fired, c,
-                    REFRACTORY: tl.constexpr, LOOK_BACK: tl.constexpr):
+def _window_entries(
+    k_m,
+    k_s,
+    params,
+    t,
+    start,
+    since,
+    row,
+    slice_size,
+    fired,
+    c,
+    REFRACTORY: tl.constexpr,
+    LOOK_BACK: tl.constexpr,
+):
     """The excluded part X_f of spike t_f when its 4*tau_m window cuts off old pre-spikes.
 
     Spec section 3.2: q_f = t_f - W - 1 + R; only where t_f - W > 1; case q_f < r_f through
@@ -154,24 +174,31 @@ def _window_entries(k_m, k_s, params, t, start, since, row, slice_size, fired, c
     _add_at(k_s, at_r1, c * tl.exp(-until_r * inv_tau_s), inside)
 
 
-def _params(current: torch.Tensor, neuron: NeuronConstants, slack: float, lateral: float,
-            physics_exact: bool) -> torch.Tensor:
+def _params(
+    current: torch.Tensor,
+    neuron: NeuronConstants,
+    slack: float,
+    lateral: float,
+    physics_exact: bool,
+) -> torch.Tensor:
     """The scan's constants in the current's dtype, rounded as torch rounds Python scalars."""
     dtype = current.dtype
     # torch's CUDA division by a Python scalar b multiplies by 1 / b computed in the dtype.
     inv_tau_s = (torch.ones((), dtype=dtype) / torch.tensor(neuron.tau_s, dtype=dtype)).item()
     restart_rate = math.log(1.0 - 1.0 / neuron.tau_m) if physics_exact else -1.0 / neuron.tau_m
-    values = [0.0] * 10
-    values[DECAY_M] = 1.0 - 1.0 / neuron.tau_m
-    values[DECAY_S] = 1.0 - 1.0 / neuron.tau_s
-    values[TAU_S] = neuron.tau_s
-    values[INV_TAU_S] = inv_tau_s
-    values[THRESHOLD] = neuron.threshold - slack
-    values[LATERAL] = lateral
-    values[C] = neuron.c
-    values[RESTART_RATE] = restart_rate
-    values[INV_TAU_M] = 1.0 / neuron.tau_m
-    values[INV_TAU_S_EXP] = 1.0 / neuron.tau_s
+    values = {
+        DECAY_M: 1.0 - 1.0 / neuron.tau_m,
+        DECAY_S: 1.0 - 1.0 / neuron.tau_s,
+        TAU_S: neuron.tau_s,
+        INV_TAU_S: inv_tau_s,
+        THRESHOLD: neuron.threshold - slack,
+        LATERAL: lateral,
+        C: neuron.c,
+        RESTART_RATE: restart_rate,
+        INV_TAU_M: 1.0 / neuron.tau_m,
+        INV_TAU_S_EXP: 1.0 / neuron.tau_s,
+    }
+    values = [value for _, value in sorted(values.items(), key=lambda item: item[0].value)]
     return torch.tensor(values, dtype=dtype, device=current.device)
 
 

@@ -1,7 +1,7 @@
 """The trace scan X(t) = decay * X(t-1) + x(t) as one Triton kernel (reference: `traces.exp_trace`).
 
-Used for the pre traces D, Xm, Xs of spikes and for the side-effect sums U of a layer's current, each
-with the consumer layer's constants (spec sections 3.2 and 6.2). The reference loops over T in
+Used for the pre traces D, Xm, Xs of spikes and for the side-effect sums U of a layer's current,
+each with the consumer layer's constants (spec sections 3.2 and 6.2). The reference loops over T in
 Python, two torch ops per step; here one program owns a block of columns of `x` `[T, ...]` and keeps
 the state in registers, reading and writing each element once. Without FMA contraction the result
 equals the reference's bit for bit (the decay is rounded to the dtype as torch rounds it).
@@ -37,7 +37,7 @@ def exp_trace(x: torch.Tensor, decay: float) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x: found {type(x).__name__}, expected a torch.Tensor")
     if x.dim() < 1:
-        raise ValueError(f"x: found a 0-d tensor, expected [T, ...]")
+        raise ValueError("x: found a 0-d tensor, expected [T, ...]")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"x: found dtype {x.dtype}, expected float32 or float64")
     if not isinstance(decay, (int, float)) or not math.isfinite(decay):
