@@ -52,7 +52,8 @@ def _add_at(ptr, offsets, value, mask):
     tl.store(ptr + offsets, tl.load(ptr + offsets, mask=mask, other=0.0) + value, mask=mask)
 
 
-@triton.jit
+# Sizes are never specialised: Triton would turn a size of 1 (batch 1) into a constexpr.
+@triton.jit(do_not_specialize=["T", "B", "N"])
 def lif_scan_fwd_kernel(
     current,  # [T, B, N] input current, I(t) acts at step t + 1
     spikes,  # [T, B, N] out, 0/1
@@ -95,10 +96,13 @@ def lif_scan_fwd_kernel(
     ref = tl.zeros([BLOCK], dtype=tl.int32)
     last = tl.full([BLOCK], -1, dtype=tl.int32)  # last spike time, -1 before the first
     tl.store(spikes + row, zero, mask=mask)  # no integration at t = 0, so s(0) = 0
+    # The current of step t is loaded one iteration ahead, so its latency overlaps the arithmetic.
+    upcoming = tl.load(current + row, mask=mask, other=0.0)
     for t in range(1, T):
+        drive = upcoming
+        upcoming = tl.load(current + t * slice_size + row, mask=mask, other=0.0)  # t <= T-1
         v = v * decay_m
         a = a * decay_s
-        drive = tl.load(current + (t - 1) * slice_size + row, mask=mask, other=0.0)
         if HAS_LATERAL:
             drive = drive - lateral * (tl.sum(previous, axis=0) - previous)
         a = a + drive

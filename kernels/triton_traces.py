@@ -19,15 +19,20 @@ from hm2bp.kernels.triton_launch import check_runnable, launch_options
 BLOCK = 256
 
 
-@triton.jit
+# Sizes are never specialised: Triton would turn a size of 1 into a constexpr.
+@triton.jit(do_not_specialize=["T", "M"])
 def exp_trace_fwd_kernel(x, out, decay_ptr, T, M, BLOCK: tl.constexpr):
     cols = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < M
+    columns = M.to(tl.int64)  # t * M may exceed 2**31
     decay = tl.load(decay_ptr)
     state = tl.zeros([BLOCK], dtype=x.dtype.element_ty)
+    upcoming = tl.load(x + cols, mask=mask, other=0.0)  # loaded one step ahead (latency)
     for t in range(T):
-        offsets = t * M + cols
-        state = state * decay + tl.load(x + offsets, mask=mask, other=0.0)
+        offsets = t * columns + cols
+        value = upcoming
+        upcoming = tl.load(x + tl.minimum(t + 1, T - 1) * columns + cols, mask=mask, other=0.0)
+        state = state * decay + value
         tl.store(out + offsets, state, mask=mask)
 
 
