@@ -10,7 +10,10 @@ equal to the reference's (spec section 8.11).
 from __future__ import annotations
 
 import torch
+import triton
 from triton.runtime.interpreter import InterpretedFunction
+
+MAX_BLOCK = 256
 
 
 def interpreted(kernel: object) -> bool:
@@ -27,6 +30,14 @@ def check_runnable(kernel: object, tensor: torch.Tensor, name: str) -> None:
         f"runs on the CPU only through Triton's interpreter: set TRITON_INTERPRET=1 before "
         f"importing hm2bp.kernels.triton_backend), or use backend='reference'"
     )
+
+
+def block_size(kernel: object, n: int, whole_row: bool = False) -> int:
+    """Lanes per program: up to 256 compiled; the whole row where one program must hold it
+    (lateral inhibition), and always under the interpreter, which runs the programs one after
+    another with every op vectorised over its lanes (one program per row is then fastest)."""
+    row = max(16, triton.next_power_of_2(n))
+    return row if whole_row or interpreted(kernel) else min(MAX_BLOCK, row)
 
 
 def launch_options(block: int) -> dict[str, object]:

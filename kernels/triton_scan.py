@@ -28,7 +28,7 @@ import triton.language as tl
 from hm2bp.kernels.neuron import ScanResult
 from hm2bp.kernels.psp_kernel import look_back
 from hm2bp.kernels.spec import NeuronConstants
-from hm2bp.kernels.triton_launch import check_runnable, launch_options
+from hm2bp.kernels.triton_launch import block_size, check_runnable, launch_options
 
 # Slots of the per-layer constants in the `params` vector (rounded to the current's dtype); Triton
 # kernels may only read globals that are constexpr.
@@ -118,25 +118,67 @@ def lif_scan_fwd_kernel(
         count = count + s
         previous = s
 
-        # K (spec section 3.2): +c at t_f, -c exp(-s_f / tau_m) at the window start r_f.
-        start = tl.where(last >= 0, last + REFRACTORY, FIRST_START)
-        start = tl.minimum(start, t)
-        since = (t - start).to(current.dtype.element_ty)
-        restart = tl.exp(since * restart_rate)
-        at_t = t * slice_size + row
-        at_start = start.to(tl.int64) * slice_size + row
-        tl.store(k_main + at_t, zero + c, mask=fired)
-        _add_at(k_main, at_start, -(c * restart), fired)
-        if WINDOW:
-            tl.store(k_m + at_t, zero + c, mask=fired)
-            _add_at(k_m, at_start, -(c * restart), fired)
-            tl.store(k_s + at_t, zero + c, mask=fired)
-            _add_at(k_s, at_start, -(c * restart), fired)
-            _window_entries(
-                k_m, k_s, params, t, start, since, row, slice_size, fired, c, REFRACTORY, LOOK_BACK
+        if tl.max(s, axis=0) > 0:  # K only where this block fired (spikes are sparse)
+            _kernel_entries(
+                k_main,
+                k_m,
+                k_s,
+                params,
+                t,
+                last,
+                row,
+                slice_size,
+                fired,
+                c,
+                restart_rate,
+                REFRACTORY,
+                FIRST_START,
+                LOOK_BACK,
+                WINDOW,
             )
         last = tl.where(fired, t, last)
     tl.store(counts + row, count, mask=mask)
+
+
+@triton.jit
+def _kernel_entries(
+    k_main,
+    k_m,
+    k_s,
+    params,
+    t,
+    last,
+    row,
+    slice_size,
+    fired,
+    c,
+    restart_rate,
+    REFRACTORY: tl.constexpr,
+    FIRST_START: tl.constexpr,
+    LOOK_BACK: tl.constexpr,
+    WINDOW: tl.constexpr,
+):
+    """K of spec section 3.2 for the spikes `fired` at step t: +c at t_f and -c exp(-s_f / tau_m)
+    at the window start r_f (r_1 = FIRST_START, r_f = t_{f-1} + R), in k_main and, with the window
+    emulation, also in k_m and k_s together with the window's entries."""
+    start = tl.where(last >= 0, last + REFRACTORY, FIRST_START)
+    start = tl.minimum(start, t)
+    since = (t - start).to(k_main.dtype.element_ty)
+    entry = -(c * tl.exp(since * restart_rate))
+    at_t = t * slice_size + row
+    at_start = start.to(tl.int64) * slice_size + row
+    spike = tl.zeros_like(since) + c
+    tl.store(k_main + at_t, spike, mask=fired)
+    _add_at(k_main, at_start, entry, fired)
+    if WINDOW:
+        tl.store(k_m + at_t, spike, mask=fired)
+        _add_at(k_m, at_start, entry, fired)
+        tl.store(k_s + at_t, spike, mask=fired)
+        _add_at(k_s, at_start, entry, fired)
+        if t - LOOK_BACK > 1:  # before that, no window cuts anything off
+            _window_entries(
+                k_m, k_s, params, t, start, since, row, slice_size, fired, c, REFRACTORY, LOOK_BACK
+            )
 
 
 @triton.jit
@@ -229,10 +271,7 @@ def lif_scan(
     k_main = torch.zeros_like(current)
     k_m = torch.zeros_like(current) if emulate_window else k_main
     k_s = torch.zeros_like(current) if emulate_window else k_main
-    if lateral != 0.0:
-        block = max(16, triton.next_power_of_2(n))  # the whole row in one program
-    else:
-        block = min(256, max(16, triton.next_power_of_2(n)))
+    block = block_size(lif_scan_fwd_kernel, n, whole_row=lateral != 0.0)
     grid = (batch, triton.cdiv(n, block))
     lif_scan_fwd_kernel[grid](
         current,

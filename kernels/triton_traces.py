@@ -14,9 +14,7 @@ import math
 import torch
 import triton
 import triton.language as tl
-from hm2bp.kernels.triton_launch import check_runnable, launch_options
-
-BLOCK = 256
+from hm2bp.kernels.triton_launch import block_size, check_runnable, launch_options
 
 
 # Sizes are never specialised: Triton would turn a size of 1 into a constexpr.
@@ -54,13 +52,14 @@ def exp_trace(x: torch.Tensor, decay: float) -> torch.Tensor:
     columns = x.numel() // steps if steps else 0
     if columns == 0:
         return out
-    exp_trace_fwd_kernel[(triton.cdiv(columns, BLOCK),)](
+    block = block_size(exp_trace_fwd_kernel, columns)
+    exp_trace_fwd_kernel[(triton.cdiv(columns, block),)](
         x,
         out,
         torch.tensor([decay], dtype=x.dtype, device=x.device),
         steps,
         columns,
-        BLOCK=BLOCK,
-        **launch_options(BLOCK),
+        BLOCK=block,
+        **launch_options(block),
     )
     return out
