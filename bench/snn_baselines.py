@@ -74,18 +74,9 @@ def hm2bp_step(
     arch: Architecture, spikes: torch.Tensor, labels: torch.Tensor, backend: str
 ) -> Step:
     from hm2bp.kernels.network import Network
-    from hm2bp.kernels.schedule import build_optimizer
 
     net = Network(hm2bp_spec(arch), seed=0, device=spikes.device, backend=backend)
-    optimizer = build_optimizer(net)
-
-    def step() -> None:
-        out = net(spikes, labels)
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
+    return _adam_step(net, lambda: net(spikes, labels).loss)
 
 
 def _count_loss(spikes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -96,7 +87,9 @@ def _count_loss(spikes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _adam_step(model: nn.Module, forward: Callable[[], torch.Tensor]) -> Step:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    """One step: loss, backward (HM2-BP's gradient for hm2bp, BPTT for the others), Adam with the
+    reference's settings (spec section 4.9)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
 
     def step() -> None:
         forward().backward()
