@@ -3,11 +3,10 @@
     python bench/gpu_train.py --shards .gpu/shards/mnist --epochs 3 --out gpu_train.md
 
 The GPU machine has no Ray and no MLflow, so this calls `orchestration.worker.run_local`, the same
-`run_training` loop with a local session (pyarrow reading, local checkpoints, no tracking). The
-network is the reference's MNIST row (784-800-10, hidden threshold 20, output 8, lambda 10,
-beta 0.04, T = 400, spec section 5) at a throughput batch size; the backend is the engine's
-automatic choice (Triton on CUDA). Prints the loop's epoch lines (accuracy, samples/s, peak memory)
-and writes them as a markdown table.
+`run_training` loop with a local session (pyarrow reading, local checkpoints, no tracking), with
+`configs/mnist_slice.yaml` (784-800-10, the MNIST MLP row's neurons and regulariser, T = 400,
+batch 16) on one worker. The backend is the engine's automatic choice (Triton on CUDA). Prints the
+loop's epoch lines (accuracy, samples/s, peak memory) and writes them as a markdown table.
 """
 
 from __future__ import annotations
@@ -15,26 +14,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
-MNIST_MLP: dict[str, Any] = {
-    "seed": 0,
-    "data": {"shards": "", "T": 400, "encoder": "rate"},
-    "network": {
-        "input_shape": [784],
-        "layers": [
-            {"kind": "fc", "size": 800, "threshold": 20},
-            {"kind": "output", "size": 10, "threshold": 8},
-        ],
-        "reg_lambda": 10.0,
-        "reg_beta": 0.04,
-    },
-    "optimizer": {"lr": 1e-3, "schedule": "mlp"},
-    "train": {"epochs": 3, "batch_size": 16},
-    "run": {"name": "gpu-train"},
-}
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mnist_slice.yaml"
 
 COLUMNS = (
     ("epoch", "d"),
@@ -50,15 +33,16 @@ COLUMNS = (
 def train(
     shards: str, epochs: int, batch_size: int, device: str, storage: str, overrides: list[str]
 ) -> list[dict[str, float]]:
-    from hm2bp.orchestration.config import config_from_dict
+    from hm2bp.orchestration.config import load_config
     from hm2bp.orchestration.worker import run_local
 
     settings = [
         f"train.epochs={epochs}",
         f"train.batch_size={batch_size}",
         f"run.storage_path={storage}",
+        "scaling.workers=1",
     ]
-    config = config_from_dict(MNIST_MLP, settings + overrides, source="bench/gpu_train.py")
+    config = load_config(CONFIG, settings + overrides)
     return run_local(config, shards, device=device)
 
 
@@ -91,7 +75,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     from hm2bp.kernels.backend import select_backend
 
     text = (
-        f"MNIST slice ({args.shards}), 784-800-10, T=400, batch {args.batch_size}, "
+        f"{CONFIG.name} on {args.shards}, batch {args.batch_size}, "
         f"{args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}), "
         f"backend {select_backend(args.device)}, torch {torch.__version__}\n\n{table(history)}\n"
     )
