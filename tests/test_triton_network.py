@@ -80,6 +80,21 @@ def assert_backends_agree(spec, dtype, device, steps=60, batch=3):
     return expected
 
 
+def test_cuda_devices_get_the_triton_backend(monkeypatch):
+    from hm2bp.kernels import triton_backend
+    from hm2bp.kernels.backend import load_backend, select_backend
+
+    monkeypatch.delenv("HM2BP_BACKEND", raising=False)
+    assert select_backend("cuda") == "triton" and select_backend("cpu") == "reference"
+    backend = load_backend("triton")
+    assert (backend.lif_scan, backend.exp_trace) == (
+        triton_backend.lif_scan,
+        triton_backend.exp_trace,
+    )
+    monkeypatch.setenv("HM2BP_BACKEND", "triton")
+    assert Network(SPECS["mlp"]).backend.name == "triton"
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("name", list(SPECS))
 def test_random_network_equals_reference(name, dtype):
