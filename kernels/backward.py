@@ -96,7 +96,8 @@ def layer_backward(
     trained = layer.spec.trained
     # 1/nu once per fc/conv layer (spec 4.4); pooling divides by 4 instead (spec 4.8).
     delta = delta * (1.0 / layer.neuron.threshold if trained else POOL_SCALE)
-    traces = _traces(record.inputs, layer, spec, scan)
+    window = kernel.shape[0] != record.inputs.shape[0]  # P = 2: the window cut something
+    traces = _traces(record.inputs, layer, window, spec, scan)
     pre_active = (record.inputs.sum(dim=0) > 0).to(delta.dtype)
     post_silent = (counts == 0).to(delta.dtype)
     grad = None
@@ -129,14 +130,15 @@ def side_effect(
     scan: TraceScan = exp_trace,
 ) -> torch.Tensor:
     """s `[B, N_out]` of spec section 4.5, from the traces of the layer's feed-forward current."""
-    filtered = _traces(record.current, layer, spec, scan)
+    window = kernel.shape[0] != record.current.shape[0]
+    filtered = _traces(record.current, layer, window, spec, scan)
     active = (kernel * filtered).sum(dim=0) / (layer.neuron.threshold * counts.clamp(min=1))
     silent = SILENT_SIDE_EFFECT * layer.row_sums() / layer.neuron.threshold
     return torch.where(counts > 0, active, silent)
 
 
-def _traces(x: torch.Tensor, layer: Layer, spec: NetworkSpec, scan: TraceScan) -> torch.Tensor:
-    """Pre traces `[P*T, B, N]` with the consuming layer's constants."""
-    return trace_stack(
-        x, layer.neuron, window=spec.window_emulated, physics_exact=spec.physics_exact, scan=scan
-    )
+def _traces(
+    x: torch.Tensor, layer: Layer, window: bool, spec: NetworkSpec, scan: TraceScan
+) -> torch.Tensor:
+    """Pre traces `[P*T, B, N]` with the consuming layer's constants, P matching the kernel's."""
+    return trace_stack(x, layer.neuron, window=window, physics_exact=spec.physics_exact, scan=scan)

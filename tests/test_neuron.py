@@ -116,11 +116,13 @@ def test_kernel_times_trace_is_the_literal_spsp(window, physics_exact):
         assert np.abs(unwindowed - literal).max() > 1e-6
 
 
-def test_scan_returns_window_kernels_only_when_emulated():
-    current = torch.rand(50, 2, 3, dtype=torch.float64) * 3
+def test_scan_returns_window_kernels_only_when_the_window_cuts():
     neuron = NeuronConstants(threshold=1.0)
-    assert lif_scan(current, neuron, FC_SLACK, window=False).k_m is None
-    windowed = lif_scan(current, neuron, FC_SLACK, window=True)
+    short = torch.rand(50, 2, 3, dtype=torch.float64) * 3
+    assert lif_scan(short, neuron, FC_SLACK, window=True).k_m is None  # T <= W + 2: no cut
+    long = torch.rand(300, 2, 3, dtype=torch.float64) * 3
+    assert lif_scan(long, neuron, FC_SLACK, window=False).k_m is None
+    windowed = lif_scan(long, neuron, FC_SLACK, window=True)
     assert windowed.k_m is not None and windowed.k_s is not None
 
 
