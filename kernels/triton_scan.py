@@ -103,9 +103,9 @@ def lif_scan_fwd_kernel(
         upcoming = tl.load(current + t * slice_size + row, mask=mask, other=0.0)  # t <= T-1
         v = v * decay_m
         a = a * decay_s
-        if HAS_LATERAL:
-            drive = drive - lateral * (tl.sum(previous, axis=0) - previous)
         a = a + drive
+        if HAS_LATERAL:
+            a = a - lateral * (tl.sum(previous, axis=0) - previous)
         v = v + a / tau_s if DIVIDE else v + a * inv_tau_s
         refractory = ref > 0
         v = tl.where(refractory, zero, v)
@@ -293,7 +293,8 @@ def lif_scan(
         BLOCK=block,
         **launch_options(block),
     )
-    if not emulate_window:
+    # As the reference: window kernels only where the window cut something (a spike at t_f > W + 1).
+    if not emulate_window or not bool(spikes[look_back(neuron.tau_m) + 2 :].any()):
         return ScanResult(spikes, counts, k_main)
     return ScanResult(spikes, counts, k_main, k_m, k_s)
 

@@ -3,8 +3,9 @@
 Used for the pre traces D, Xm, Xs of spikes and for the side-effect sums U of a layer's current,
 each with the consumer layer's constants (spec sections 3.2 and 6.2). The reference loops over T in
 Python, two torch ops per step; here one program owns a block of columns of `x` `[T, ...]` and keeps
-the state in registers, reading and writing each element once. Without FMA contraction the result
-equals the reference's bit for bit (the decay is rounded to the dtype as torch rounds it).
+the state in registers, reading and writing each element once. The step is one fused multiply-add,
+rounded once like the reference's `torch.add(x(t), X(t-1), alpha=decay)` on the CPU and on CUDA, so
+the result equals the reference's bit for bit (the decay rounded to the dtype as torch rounds it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def exp_trace_fwd_kernel(x, out, decay_ptr, T, M, BLOCK: tl.constexpr):
         offsets = t * columns + cols
         value = upcoming
         upcoming = tl.load(x + tl.minimum(t + 1, T - 1) * columns + cols, mask=mask, other=0.0)
-        state = state * decay + value
+        state = tl.fma(state, decay, value)  # rounded once, as torch.add(x, X, alpha=decay)
         tl.store(out + offsets, state, mask=mask)
 
 

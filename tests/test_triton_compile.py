@@ -73,8 +73,10 @@ def test_kernels_compile_for_sm90_without_fma_or_approximate_division(triton_pat
         assert ".target sm_90" in text, name
         assert "div.full" not in text and "div.approx" not in text, name
         # In float64, libdevice's exp (for K) is a polynomial written with explicit FMAs; the
-        # float32 kernels use ex2.approx, so any FMA there would be a contraction of ours.
-        if "fp32" in name:
+        # float32 scan uses ex2.approx, so any FMA there would be a contraction of ours.
+        if name.startswith("scan-fp32"):
             assert "fma.rn" not in text, f"{name}: FMA contraction changes the reference's rounding"
+    # The trace step is one explicit FMA, rounded once like torch.add(x, X, alpha=decay).
+    assert "fma.rn.f32" in ptx["trace-fp32"]
     # The state stays in registers: the scan's loop body loads one current per neuron and step.
     assert "mul.rn.f32" in ptx["scan-fp32-window=True-lateral=False"]

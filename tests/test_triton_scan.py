@@ -73,6 +73,7 @@ def test_spike_at_the_first_step_and_refractory_runs():
     result = triton_scan.lif_scan(current, REFERENCE, 0.0)
     assert torch.nonzero(result.spikes[:, 0, 0]).flatten().tolist() == [1, 4, 7, 10]
     assert result.k_main[1, 0, 0].item() == 0.0
+    assert result.k_m is None and result.k_s is None  # T <= W + 1: the window cuts nothing
     assert_same_scan(current, REFERENCE, 0.0, 0.0, True, False)
 
 
