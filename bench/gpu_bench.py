@@ -213,8 +213,8 @@ def run(
     """Measure every (case, engine); the table at `out` is rewritten after each row, so that a run
     stopped by a time limit keeps what it measured."""
     # Forward currents in full float32 for every engine (the issue's and spec 6.3's setting).
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
     rows = []
     for case in cases:
         for engine in engines:

@@ -148,8 +148,6 @@ def cuda_or_skip() -> None:
 @pytest.mark.parametrize("name", list(SPECS))
 def test_random_network_equals_reference_on_cuda(name, dtype):
     cuda_or_skip()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     assert_backends_agree(SPECS[name], dtype, "cuda", batch=8)
 
 
@@ -172,8 +170,6 @@ def test_golden_cnn_on_cuda_float32_layer_by_layer(backend, monkeypatch):
     """Each layer driven by the golden raster of the layer below (no cascade of a flip); spikes
     may differ from the golden ones only at neurons within 1e-5 of the threshold."""
     cuda_or_skip()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     monkeypatch.setenv("HM2BP_BACKEND", backend)
     net = load_cnn(torch.float32).to("cuda")
     steps = cnn_input().shape[0]
