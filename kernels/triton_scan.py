@@ -28,7 +28,12 @@ import triton.language as tl
 from hm2bp.kernels.neuron import ScanResult
 from hm2bp.kernels.psp_kernel import look_back
 from hm2bp.kernels.spec import NeuronConstants
-from hm2bp.kernels.triton_launch import block_size, check_runnable, launch_options
+from hm2bp.kernels.triton_launch import (
+    block_size,
+    check_runnable,
+    interpreted,
+    launch_options,
+)
 
 # Slots of the per-layer constants in the `params` vector (rounded to the current's dtype); Triton
 # kernels may only read globals that are constexpr.
@@ -71,6 +76,7 @@ def lif_scan_fwd_kernel(
     HAS_LATERAL: tl.constexpr,
     WINDOW: tl.constexpr,
     DIVIDE: tl.constexpr,  # a / tau_s (torch on CPU) or a * (1 / tau_s) (torch on CUDA)
+    SKIP_SILENT: tl.constexpr,  # test whether the block fired before writing K
     BLOCK: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -118,7 +124,9 @@ def lif_scan_fwd_kernel(
         count = count + s
         previous = s
 
-        if tl.max(s, axis=0) > 0:  # K only where this block fired (spikes are sparse)
+        # Under the interpreter, skip K's ~40 ops where the block did not fire (spikes are
+        # sparse); compiled, masked lanes cost less than the block-wide reduction would.
+        if not SKIP_SILENT or tl.max(s, axis=0) > 0:
             _kernel_entries(
                 k_main,
                 k_m,
@@ -290,6 +298,7 @@ def lif_scan(
         HAS_LATERAL=lateral != 0.0,
         WINDOW=emulate_window,
         DIVIDE=current.device.type != "cuda",
+        SKIP_SILENT=interpreted(lif_scan_fwd_kernel),
         BLOCK=block,
         **launch_options(block),
     )

@@ -34,7 +34,8 @@ for dtype in ("fp32", "fp64"):
     for window, lateral in ((True, False), (False, True)):
         block = 16 if lateral else 256
         constants = {"REFRACTORY": 2, "FIRST_START": 1, "LOOK_BACK": 256,
-                     "HAS_LATERAL": lateral, "WINDOW": window, "DIVIDE": False, "BLOCK": block}
+                     "HAS_LATERAL": lateral, "WINDOW": window, "DIVIDE": False,
+                     "SKIP_SILENT": False, "BLOCK": block}
         signature = {**pointers, "T": "i32", "B": "i32", "N": "i32",
                      **{name: "constexpr" for name in constants}}
         source = ASTSource(triton_scan.lif_scan_fwd_kernel, signature, constexprs=constants)
