@@ -41,5 +41,6 @@ def block_size(kernel: object, n: int, whole_row: bool = False) -> int:
 
 
 def launch_options(block: int) -> dict[str, object]:
-    """Compile options: 4 warps up to 256 lanes, 8 beyond; no FMA contraction."""
-    return {"num_warps": 4 if block <= 256 else 8, "enable_fp_fusion": False}
+    """Compile options: one warp up to 32 lanes, 4 up to 256, 8 beyond; no FMA contraction."""
+    warps = 1 if block <= 32 else 4 if block <= MAX_BLOCK else 8
+    return {"num_warps": warps, "enable_fp_fusion": False}

@@ -77,6 +77,8 @@ def test_kernels_compile_for_sm90_without_fma_or_approximate_division(triton_pat
         # float32 scan uses ex2.approx, so any FMA there would be a contraction of ours.
         if name.startswith("scan-fp32"):
             assert "fma.rn" not in text, f"{name}: FMA contraction changes the reference's rounding"
+    # No block-wide synchronisation per step where no row reduction is needed (no lateral).
+    assert "bar.sync" not in ptx["scan-fp32-window=True-lateral=False"]
     # The trace step is one explicit FMA, rounded once like torch.add(x, X, alpha=decay).
     assert "fma.rn.f32" in ptx["trace-fp32"]
     # The state stays in registers: the scan's loop body loads one current per neuron and step.
