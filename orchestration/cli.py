@@ -154,11 +154,10 @@ def _report_run(result, as_json: bool, ray_started: bool) -> None:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import ray
     from hm2bp.orchestration.config import ConfigError, load_config
     from hm2bp.orchestration.tracking import TrackingError
     from hm2bp.orchestration.trainer import train
-
-    import ray
 
     ray_started = not ray.is_initialized()
     try:
@@ -207,11 +206,10 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import ray
     from hm2bp.orchestration.config import ConfigError
     from hm2bp.orchestration.demo import demo
     from hm2bp.orchestration.tracking import TrackingError
-
-    import ray
 
     ray_started = not ray.is_initialized()
     try:

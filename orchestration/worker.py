@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from hm2bp.orchestration.batches import batch_spikes, columns, sample_ids, to_device
+from hm2bp.orchestration.boosting import SampleBoosting, training_ids
 from hm2bp.orchestration.config import ExperimentConfig, config_from_dict, network_spec, to_dict
 from hm2bp.orchestration.metrics import Tally, distributed, peak_memory_mb, reduce_max
 from hm2bp.orchestration.session import LocalSession, RaySession, Session
@@ -160,14 +161,16 @@ def train_epoch(model, optimizer, session, config, manifest, boosting, epoch) ->
 
 
 def _build(config: ExperimentConfig, manifest: Manifest, device: torch.device):
-    from hm2bp.kernels.boosting import Boosting
     from hm2bp.kernels.network import Network
     from hm2bp.kernels.schedule import build_optimizer
 
     dtype = getattr(torch, config.train.dtype)
     model = Network(network_spec(config.network), seed=config.seed, dtype=dtype, device=device)
-    optimizer = build_optimizer(model)
-    boosting = Boosting(config.network.n_classes) if config.boosting else None
+    optimizer = build_optimizer(model, lr=config.optimizer.lr)
+    boosting = None
+    if config.boosting:
+        ids = training_ids(config.data.shards, manifest, config.data.train_split)
+        boosting = SampleBoosting(ids, config.network.n_classes)
     return model, optimizer, boosting
 
 

@@ -1,4 +1,4 @@
-"""Experiment configs: every shipped YAML loads, overrides, refusals, and the check against shards."""
+"""Experiment configs: every shipped YAML loads; overrides; refusals; the check against shards."""
 
 from pathlib import Path
 
@@ -32,16 +32,26 @@ def test_every_config_loads_opens_with_its_command_and_builds_a_network(path: Pa
 
 def test_shipped_configs_cover_the_paper_rows_and_the_slices():
     names = {p.stem for p in CONFIGS}
-    assert {"demo", "mnist_mlp", "nmnist_mlp", "mnist_cnn", "emnist_balanced", "ti46_alpha"} <= names
+    assert {
+        "demo",
+        "mnist_mlp",
+        "nmnist_mlp",
+        "mnist_cnn",
+        "emnist_balanced",
+        "ti46_alpha",
+    } <= names
     assert {"mnist_slice", "nmnist_slice", "fsdd"} <= names
 
 
 def test_paper_rows_keep_the_reference_hyperparameters():
     mlp = load_config(PROJECT_ROOT / "configs" / "mnist_mlp.yaml")
-    assert [l.threshold for l in mlp.network.layers] == [20, 8]  # spec 5: the log's output nu
+    assert [layer.threshold for layer in mlp.network.layers] == [
+        20,
+        8,
+    ]  # spec 5: the log's output nu
     assert (mlp.network.reg_lambda, mlp.network.reg_beta, mlp.data.T) == (10, 0.04, 400)
     cnn = load_config(PROJECT_ROOT / "configs" / "mnist_cnn.yaml")
-    assert [l.threshold for l in cnn.network.layers] == [5, 2, 12, 4, 10, 10]
+    assert [layer.threshold for layer in cnn.network.layers] == [5, 2, 12, 4, 10, 10]
     assert (cnn.optimizer.schedule, cnn.network.reg_lambda) == ("cnn", 0)
     assert cnn.data.reencode and cnn.data.augment
     nmnist = load_config(PROJECT_ROOT / "configs" / "nmnist_mlp.yaml")
