@@ -54,11 +54,12 @@ run() {
         "$python" -c 'import sys, torch, triton; print(sys.version.split()[0], torch.__version__, triton.__version__, torch.cuda.get_device_name())'
     } 2>&1 | tee "$out/env.txt"
 
-    timeout 100 "$python" -m pytest -m gpu -q -p no:cacheprovider tests/test_triton_*.py \
+    timeout 90 "$python" -m pytest -m gpu -q -p no:cacheprovider tests/test_triton_*.py \
         2>&1 | tee "$out/gpu_tests.log" || failed=1
-    timeout 130 "$python" bench/gpu_bench.py --out "$out/gpu_bench.md" \
+    timeout 120 "$python" bench/gpu_bench.py --out "$out/gpu_bench.md" \
         2>&1 | tee "$out/gpu_bench.log" || failed=1
-    timeout 70 "$python" bench/gpu_train.py --shards "$STAGE/shards/mnist" --epochs 3 \
+    timeout 30 "$python" bench/gpu_profile.py --out "$out/gpu_profile.txt" || failed=1
+    timeout 60 "$python" bench/gpu_train.py --shards "$STAGE/shards/mnist" --epochs 3 \
         --out "$out/gpu_train.md" 2>&1 | tee "$out/gpu_train.log" || failed=1
     exit "$failed"
 }

@@ -48,3 +48,12 @@ def test_ratios_refer_to_spikingjelly_of_the_same_case():
     assert "| 3.00x | 0.25x |" in lines[2]
     assert "| 1.00x | 1.00x |" in lines[3]
     assert lines[4].endswith("| - | - | snntorch not installed |")
+
+
+def test_smoke_profile_table(tmp_path):
+    profile = load_script("gpu_profile")
+    out = tmp_path / "gpu_profile.txt"
+    text = profile.main(["--smoke", "--backend", "reference", "--rows", "40", "--out", str(out)])
+    assert out.read_text() == text
+    assert text.startswith("hm2bp 64-16-4, T=24, B=2, backend reference, cpu")
+    assert "_HM2BPGradientBackward" in text  # the HM2-BP backward is inside the profiled step
