@@ -45,3 +45,13 @@ def test_train_refuses_shards_that_are_not_there(tmp_path, capsys):
 def test_evaluate_refuses_a_missing_checkpoint(tmp_path, capsys):
     assert cli.main(["evaluate", "--checkpoint", str(tmp_path), "--shards", str(tmp_path)]) == 1
     assert "no checkpoint (expected a checkpoint_epoch_NNNN folder" in capsys.readouterr().err
+
+
+def test_the_cli_runs_as_a_module_for_ray_job_submit():
+    out = subprocess.run(
+        [sys.executable, "-m", "hm2bp.orchestration", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "usage: hm2bp train" in out and "--set KEY=VALUE" in out

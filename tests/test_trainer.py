@@ -132,3 +132,21 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(shards, t
     for key in ("epoch", "val_accuracy", "train_loss"):
         steps = [m.step for m in client.get_metric_history(result.run_id, key)]
         assert steps == [0, 1, 2, 3], key  # every epoch logged once, the restart included
+
+
+@pytest.mark.e2e
+def test_demo_converts_trains_two_workers_and_prints_json_last(ray_local, tmp_path, capsys):
+    """`hm2bp demo --json` as a user runs it, shortened to one epoch of a smaller network."""
+    overrides = ["train.epochs=1", "network.layers.0.size=32", f"tracking.uri={tmp_path}/m.db"]
+    args = ["demo", "--json", "--workdir", str(tmp_path)]
+    assert cli.main([*args, *[a for o in overrides for a in ("--set", o)]]) == 0
+    out = capsys.readouterr().out
+    summary = _json_line(out)
+    assert {"val_accuracy", "checkpoint", "run_id", "tracking_uri"} <= set(summary)
+    assert summary["checkpoint"] == f"{tmp_path}/runs/demo/checkpoint_epoch_0001"
+    assert summary["tracking_uri"] == f"sqlite:///{tmp_path}/m.db"
+    assert "samples  1797 (train 1438, val 359)" in out  # the held-out 20 %
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/m.db" in out
+    run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
+    assert run.data.params["data.shards"] == f"{tmp_path}/shards/digits"
+    assert run.data.metrics["val_accuracy"] == summary["val_accuracy"]
