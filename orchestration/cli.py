@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
+from pathlib import Path
 
 # name -> (help, function that adds the subcommand's arguments, function that runs it)
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -22,6 +23,11 @@ def _commands() -> dict[str, Command]:
             "convert a data set into Parquet shards of spike events, one Ray task per shard",
             _convert_arguments,
             _convert,
+        ),
+        "runs": (
+            "an MLflow experiment's runs side by side: differing params, final and best metrics",
+            _runs_arguments,
+            _runs,
         ),
     }
 
@@ -91,6 +97,42 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"hm2bp convert: {err}", file=sys.stderr)
         return 1
     print(summary.format())
+    return 0
+
+
+def _runs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", required=True, help="the MLflow experiment name")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else ./mlflow.db in this directory)",
+    )
+    parser.add_argument("--sort", default="val_accuracy", help="metric to sort by (its best value)")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        help="metric column(s) to show (default: the sort metric and val_loss)",
+    )
+    parser.add_argument(
+        "--plot", help="also write the sort metric's curves of every run to this png"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from hm2bp.orchestration.runs import collect_runs, format_table, plot_runs, rows_as_json
+    from hm2bp.orchestration.tracking import resolve_tracking_uri
+
+    try:
+        rows = collect_runs(resolve_tracking_uri(args.tracking_uri), args.experiment, args.sort)
+    except ValueError as err:
+        print(f"hm2bp runs: {err}", file=sys.stderr)
+        return 1
+    if args.plot:
+        print(f"comparison plot: {plot_runs(rows, args.sort, Path(args.plot))}")
+    if args.json:
+        print(rows_as_json(rows))
+    else:
+        print(format_table(rows, args.metric or [args.sort, "val_loss"]))
     return 0
 
 
