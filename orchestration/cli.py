@@ -24,6 +24,11 @@ def _commands() -> dict[str, Command]:
             _convert_arguments,
             _convert,
         ),
+        "sweep": (
+            "a Ray Tune sweep over full Ray Train runs, tracked as MLflow parent and child runs",
+            _sweep_arguments,
+            _sweep,
+        ),
         "runs": (
             "an MLflow experiment's runs side by side: differing params, final and best metrics",
             _runs_arguments,
@@ -98,6 +103,44 @@ def _convert(args: argparse.Namespace) -> int:
         return 1
     print(summary.format())
     return 0
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a sweep YAML file (e.g. configs/demo_sweep.yaml)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the base experiment, e.g. --set train.epochs=3",
+    )
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of results")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from hm2bp.orchestration.runs import collect_runs, format_table
+    from hm2bp.orchestration.schema import ConfigError
+    from hm2bp.orchestration.sweep import load_sweep, run_sweep
+    from hm2bp.orchestration.tracking import TrackingError
+
+    try:
+        sweep = load_sweep(args.config, args.set)
+        result = run_sweep(sweep)
+    except (ConfigError, FileNotFoundError, TrackingError) as err:
+        print(f"hm2bp sweep: {err}", file=sys.stderr)
+        return 1
+    experiment = sweep.config.tracking.experiment
+    children = [
+        row
+        for row in collect_runs(result.tracking_uri, experiment, sweep.settings.metric)
+        if row.parent_run_id == result.parent_run_id
+    ]
+    print(format_table(children, [sweep.settings.metric]))
+    print(f"best trial {result.best_trial}: {sweep.settings.metric} {result.best_value:.4f}")
+    print(f"compare: hm2bp runs --experiment {experiment} --tracking-uri {result.tracking_uri}")
+    if args.json:
+        print(json.dumps(result.summary(), default=str))
+    return 0 if not any(t["error"] for t in result.trials) else 1
 
 
 def _runs_arguments(parser: argparse.ArgumentParser) -> None:
