@@ -270,7 +270,7 @@ def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m hm2bp.orchestration.sweep CONFIG [--set k=v ...] [--json]` (for `ray job submit`)."""
+    """`python -m hm2bp.orchestration.sweep CONFIG [--set k=v ...] [--json]` (ray job submit)."""
     from hm2bp.orchestration.cli import main as cli_main
 
     return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
