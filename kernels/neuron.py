@@ -1,0 +1,93 @@
+"""The discrete LIF neuron with a first-order synaptic current, scanned over time (reference).
+
+This is the only sequential part of a forward pass and the ground truth for the Triton scan. It
+follows `hm2bp-spec.md` section 1.1 line by line, because the golden rasters are reproduced bit for
+bit only with exactly this order of operations (section 8.11).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from hm2bp.kernels.psp_kernel import psp_kernel
+from hm2bp.kernels.spec import NeuronConstants
+
+FC_SLACK = 1e-6
+"""Threshold slack of fully connected, pooling and output layers: they fire at v > nu - 1e-6
+(spec sections 1.1 and 8.10); conv layers use a strict threshold (slack 0)."""
+
+
+class ScanResult(NamedTuple):
+    """What one layer's scan hands to the next layer and to the backward.
+
+    - `spikes` `[T, B, N]`: 0/1 in the dtype of the current.
+    - `counts` `[B, N]`: spikes per neuron (o of the spec), same dtype.
+    - `k_main` `[T, B, N]`: the sparse post-only kernel K of spec section 3.2, +c at every spike
+      t_f and -c * exp(-s_f / tau_m) at its window start r_f, so that (without the window) the
+      S-PSP is e_ij = sum_t K_i(t) * D_j(t).
+    - `k_m`, `k_s` `[T, B, N]`: with the exact 4*tau_m window emulation, the full kernels against
+      the two pre traces: e_ij = sum_t k_m_i(t) * Xm_j(t) - sum_t k_s_i(t) * Xs_j(t), i.e. k_main
+      plus the window's excluded-part entries. None when the window is not emulated.
+    """
+
+    spikes: torch.Tensor
+    counts: torch.Tensor
+    k_main: torch.Tensor
+    k_m: torch.Tensor | None = None
+    k_s: torch.Tensor | None = None
+
+
+def lif_scan(
+    current: torch.Tensor,
+    neuron: NeuronConstants,
+    slack: float,
+    lateral: float = 0.0,
+    *,
+    window: bool = True,
+    physics_exact: bool = False,
+) -> ScanResult:
+    """Scan the LIF neuron over `current` `[T, B, N]` (I(t) drives step t + 1).
+
+    Per step (spec section 1.1): multiplicative decay of v and a; no integration at t = 0;
+    a += I(t-1) + lat(t-1); v += a / tau_s; refractory clamp v = 0 *after* integration; spike if
+    v > nu - slack; on a spike v = 0 and ref = R, the synaptic current a is never reset.
+    `lateral` = w0 adds lat_i(t) = -w0 * sum_{l != i} s_l(t) (output layer, spec section 1.2).
+    `window` / `physics_exact` choose the S-PSP kernel returned with the spikes (`ScanResult`).
+    """
+    _check_current(current, "current")
+    steps, batch, n = current.shape
+    decay_m = 1.0 - 1.0 / neuron.tau_m
+    decay_s = 1.0 - 1.0 / neuron.tau_s
+    threshold = neuron.threshold - slack
+    v = current.new_zeros(batch, n)
+    a = current.new_zeros(batch, n)
+    ref = torch.zeros(batch, n, dtype=torch.int32, device=current.device)
+    spikes = current.new_zeros(steps, batch, n)
+    for t in range(1, steps):
+        v = v * decay_m
+        a = a * decay_s
+        drive = current[t - 1]
+        if lateral != 0.0:
+            previous = spikes[t - 1]
+            drive = drive - lateral * (previous.sum(dim=1, keepdim=True) - previous)
+        a = a + drive
+        v = v + a / neuron.tau_s
+        refractory = ref > 0
+        v = torch.where(refractory, torch.zeros_like(v), v)
+        ref = ref - refractory.to(ref.dtype)
+        fired = v > threshold
+        spikes[t] = fired.to(current.dtype)
+        ref = torch.where(fired, torch.full_like(ref, neuron.refractory), ref)
+        v = torch.where(fired, torch.zeros_like(v), v)
+    k_main, k_m, k_s = psp_kernel(spikes, neuron, window=window, physics_exact=physics_exact)
+    return ScanResult(spikes, spikes.sum(dim=0), k_main, k_m, k_s)
+
+
+def _check_current(current: torch.Tensor, name: str) -> None:
+    if not isinstance(current, torch.Tensor):
+        raise TypeError(f"{name}: found {type(current).__name__}, expected a torch.Tensor")
+    if current.dim() != 3:
+        raise ValueError(f"{name}: found shape {tuple(current.shape)}, expected [T, B, N]")
+    if not current.is_floating_point():
+        raise TypeError(f"{name}: found dtype {current.dtype}, expected a floating dtype")

@@ -1,0 +1,82 @@
+"""The pre-neuron side of the factorised S-PSP: first-order IIR traces (spec section 3.2).
+
+A trace depends only on the pre neuron and on the *consumer* layer's constants (R, tau_m, tau_s),
+so one scan per layer input replaces the reference's loop over (post, pre) pairs. The same linear
+filters applied to a layer's feed-forward current give its side-effect sums U_i = sum_j w_ij D_j
+without another GEMM (spec section 6.2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from hm2bp.kernels.spec import NeuronConstants
+
+TraceScan = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def exp_trace(x: torch.Tensor, decay: float) -> torch.Tensor:
+    """X(t) = decay * X(t-1) + x(t) over the leading (time) dimension of `x` `[T, ...]`."""
+    out = torch.empty_like(x)
+    state = torch.zeros_like(x[0])
+    for t in range(x.shape[0]):
+        state = state * decay + x[t]
+        out[t] = state
+    return out
+
+
+def delayed(x: torch.Tensor, delay: int) -> torch.Tensor:
+    """x~(p) = x(p - delay) for p - delay >= 1, else 0, over time-major `x` `[T, ...]`.
+
+    The reference S-PSP treats a pre-spike at q as arriving at q + R and ignores pre-spikes at
+    q = 0 (spec sections 3.1 (a) and 8.23); dropping x(0) is also what makes the side effect of a
+    filtered current equal sum_j w_ij e_ij when the input has t = 0 spikes (section 6.2).
+    """
+    out = torch.zeros_like(x)
+    if x.shape[0] > delay + 1:
+        out[delay + 1 :] = x[1 : x.shape[0] - delay]
+    return out
+
+
+def pre_traces(
+    x: torch.Tensor,
+    neuron: NeuronConstants,
+    *,
+    physics_exact: bool = False,
+    scan: TraceScan = exp_trace,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Xm, Xs) `[T, ...]` of spikes or a current `x` `[T, ...]`, with the consumer's constants.
+
+    Reference (spec section 3.2): the delayed train x~ filtered with exp(-1/tau_m) and
+    exp(-1/tau_s), so that D = Xm - Xs is the free PSP without the factor c. Physics-exact (spec
+    section 3.4): no delay, every step kept, decays (1 - 1/tau); then c * (Xm - Xs) is P, the exact
+    contribution of the input to v.
+    """
+    if physics_exact:
+        source = x
+        decays = (1.0 - 1.0 / neuron.tau_m, 1.0 - 1.0 / neuron.tau_s)
+    else:
+        source = delayed(x, neuron.refractory)
+        decays = (math.exp(-1.0 / neuron.tau_m), math.exp(-1.0 / neuron.tau_s))
+    return scan(source, decays[0]), scan(source, decays[1])
+
+
+def trace_stack(
+    x: torch.Tensor,
+    neuron: NeuronConstants,
+    *,
+    window: bool,
+    physics_exact: bool = False,
+    scan: TraceScan = exp_trace,
+) -> torch.Tensor:
+    """The pre factor of e_ij = sum_p kernel_stack_i(p) * trace_stack_j(p), `[P*T, ...]`.
+
+    P = 1 (D = Xm - Xs) without the window emulation, P = 2 ([Xm; Xs]) with it; pair it with
+    `psp_kernel.kernel_stack` of the post layer in the same mode.
+    """
+    xm, xs = pre_traces(x, neuron, physics_exact=physics_exact, scan=scan)
+    if window and not physics_exact:
+        return torch.cat([xm, xs])
+    return xm - xs

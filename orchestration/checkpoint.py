@@ -1,0 +1,93 @@
+"""Training checkpoints: one file holding everything a rerun needs to continue exactly.
+
+`checkpoint.pt` (torch.save of plain data) holds the model's weights, the optimizer (Adam's moments
+and step counts, which the reference never resets, spec 4.9), the number of finished epochs, the
+RNG states, the experiment config, the per-epoch metrics history (so the MLflow logger can backfill
+after a restart), the last validation confusion matrix, boosting weights and where it was trained.
+Weights are saved from the unwrapped model on the CPU, named `layers.<i>.weight`, so a checkpoint
+trained with one backend on one device (Triton on a GPU) loads with another (reference on a CPU).
+
+Every checkpoint is a folder `checkpoint_epoch_NNNN/` under `storage_path/name` (Ray Train names it
+so under Ray; `run_local` writes it itself): the file is written under a temporary name and renamed,
+so a crash never leaves a checkpoint that looks whole.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from hm2bp.pipelines.storage import read_bytes, resolve, write_atomic
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FORMAT = 1
+_FOLDER = re.compile(r"^checkpoint_epoch_(\d+)$")
+
+
+def folder_name(epoch: int) -> str:
+    """The folder of the checkpoint taken after `epoch` finished epochs."""
+    return f"checkpoint_epoch_{epoch:04d}"
+
+
+def state_bytes(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    return buffer.getvalue()
+
+
+def save_state(state: dict[str, Any], folder: str) -> str:
+    """Write `state` atomically as `<folder>/checkpoint.pt` (folder: a local path or a URI)."""
+    fs, path = resolve(folder)
+    fs.create_dir(path, recursive=True)
+    write_atomic(fs, f"{path}/{CHECKPOINT_FILE}", state_bytes(state))
+    return f"{folder}/{CHECKPOINT_FILE}"
+
+
+def load_state(location: str | Path) -> dict[str, Any]:
+    """A checkpoint's state from its folder or its `checkpoint.pt`; tensors on the CPU."""
+    text = str(location)
+    fs, path = resolve(text)
+    if not path.endswith(".pt"):
+        path = f"{path}/{CHECKPOINT_FILE}"
+    try:
+        data = read_bytes(fs, path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no checkpoint (expected a checkpoint_epoch_NNNN folder written by "
+            "`hm2bp train`, or its checkpoint.pt)"
+        ) from None
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path}: checkpoint format {state.get('format')!r} (expected {FORMAT})")
+    return state
+
+
+def latest_checkpoint(run_folder: str) -> str | None:
+    """The newest complete `checkpoint_epoch_NNNN` folder under `run_folder`, if any."""
+    import pyarrow.fs as pafs
+
+    fs, path = resolve(run_folder)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    found = []
+    for info in infos:
+        match = _FOLDER.match(info.base_name)
+        complete = fs.get_file_info(f"{info.path}/{CHECKPOINT_FILE}").type == pafs.FileType.File
+        if info.type == pafs.FileType.Directory and match and complete:
+            found.append((int(match.group(1)), info.base_name))
+    if not found:
+        return None
+    return f"{run_folder.rstrip('/')}/{max(found)[1]}"
+
+
+def remove_older(run_folder: str, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoint folders (local runs; Ray Train does its own)."""
+    import pyarrow.fs as pafs
+
+    fs, path = resolve(run_folder)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    folders = sorted(i.path for i in infos if _FOLDER.match(i.base_name))
+    for old in folders[: max(0, len(folders) - keep)]:
+        fs.delete_dir(old)

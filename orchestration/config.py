@@ -1,0 +1,305 @@
+"""Experiment configs: one typed schema for `configs/*.yaml`, with the defaults in one place.
+
+An experiment is a YAML file (it opens with its run command) read into `ExperimentConfig`, with
+`--set key=value` overrides applied first (`network.layers.0.threshold=15`, `optimizer.lr=5e-4`);
+`schema.from_dict` refuses unknown keys, wrong types and bad values together, each by its dotted
+path. The same plain dict (`to_dict`) travels to Ray Train workers and into checkpoints, and its
+flattened form (`schema.flatten`) becomes the MLflow params.
+
+`network_spec` turns the `network` section into the engine's `NetworkSpec`; `manifest_problems`
+checks the config against the shards it will read (T, input count, classes, encoder), so that a
+mismatch is refused before any worker starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from hm2bp.orchestration.schema import ConfigError, bounded, from_dict, set_dotted, to_dict
+
+__all__ = ["ConfigError", "ExperimentConfig", "load_config", "config_from_dict", "to_dict"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The shards (`hm2bp convert`'s folder, a path or URI) and what the config expects of them."""
+
+    shards: str
+    T: int = bounded(low=2)  # time steps per sample; must equal the manifest's
+    encoder: Literal["rate", "event_binning", "cochlea_bsa"] = "rate"
+    train_split: str = "train"
+    val_split: str = "val"
+    # The CNN row (spec 2.2): fresh Poisson draws each epoch from the raw `pixels` (shards written
+    # with --keep-pixels), optionally after the reference's elastic/scale/rotation warp.
+    reencode: bool = False
+    augment: bool = False
+    shuffle_buffer: int = bounded(2048, low=0)  # rows in each worker's local shuffle; 0: none
+
+    def problems(self) -> list[str]:
+        if self.augment and not self.reencode:
+            return ["augment: true needs reencode: true (the warp acts on raw pixels)"]
+        if self.reencode and self.encoder != "rate":
+            return [f"reencode: true needs encoder 'rate' (got {self.encoder!r})"]
+        return []
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One layer and its neurons' constants (spec 1.1, section 5 per row)."""
+
+    kind: Literal["fc", "conv", "pool", "output"]
+    threshold: float = bounded(low=0, strict=True)  # nu
+    size: int = bounded(0, low=0)  # fc/output: neurons; conv: output channels; pool: unused
+    kernel: int = bounded(0, low=0)  # conv only
+    tau_m: float = bounded(64.0, low=0, strict=True)
+    tau_s: float = bounded(8.0, low=0, strict=True)
+    refractory: int = bounded(2, low=0)
+    init_range: float = bounded(1.0, low=0, strict=True)  # U(-r, r): 1 fc/output, 0.5 conv
+
+    def problems(self) -> list[str]:
+        if self.kind in ("fc", "conv", "output") and self.size < 1:
+            return [f"size: got {self.size} (a {self.kind} layer needs size >= 1)"]
+        if self.kind == "conv" and self.kernel < 1:
+            return [f"kernel: got {self.kernel} (a conv layer needs kernel >= 1)"]
+        return []
+
+
+@dataclass(frozen=True)
+class TargetsConfig:
+    """Desired output spike counts and the dead zone of the loss (spec 4.1)."""
+
+    desired: float = bounded(35.0, low=0)
+    undesired: float = bounded(5.0, low=0)
+    margin: float = bounded(5.0, low=0)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    input_shape: tuple[int, ...]  # (784,) for MLPs; (C, H, W) for CNNs
+    layers: tuple[LayerConfig, ...]
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    lateral_strength: float = bounded(1.0, low=0)  # w0; 0 disables lateral inhibition
+    reg_lambda: float = bounded(0.0, low=0)  # spec 4.6
+    reg_beta: float = bounded(0.0, low=0)
+    weight_limit: float = bounded(8.0, low=0, strict=True)
+    window: bool = True  # the reference's 4*tau_m look-back window (spec 3.2)
+    effect_ratio: bool = True  # spec 4.7
+    physics_exact: bool = False  # spec 3.4, an explicit deviation
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.input_shape or min(self.input_shape) < 1:
+            found.append(f"input_shape: got {list(self.input_shape)} (expected positive sizes)")
+        if not self.layers or self.layers[-1].kind != "output":
+            found.append("layers: the last layer must have kind 'output'")
+        found += [
+            f"layers.{i}.kind: 'output' before the last layer"
+            for i, layer in enumerate(self.layers[:-1])
+            if layer.kind == "output"
+        ]
+        if len(self.input_shape) != 3 and any(
+            layer.kind in ("conv", "pool") for layer in self.layers
+        ):
+            found.append(
+                f"input_shape: got {list(self.input_shape)} (conv and pool layers need (C, H, W))"
+            )
+        return found
+
+    @property
+    def n_inputs(self) -> int:
+        return math.prod(self.input_shape)
+
+    @property
+    def n_classes(self) -> int:
+        return self.layers[-1].size
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam as the reference (spec 4.9); `schedule` picks `kernels.schedule.reference_lr`'s
+    variant: `mlp` base/sqrt(max(1, e)), `cnn` base/sqrt(e + 1), or `constant`."""
+
+    name: Literal["adam"] = "adam"
+    lr: float = bounded(1e-3, low=0, strict=True)
+    schedule: Literal["mlp", "cnn", "constant"] = "mlp"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = bounded(low=1)
+    batch_size: int = bounded(1, low=1)  # per worker; the reference trained at 1 only
+    eval_batch_size: int = bounded(256, low=1)
+    # Boosting sample weights (spec 4.10). null: on only with one worker and batch_size 1, the
+    # only setting where the reference's per-sample weights mean what they meant there.
+    boosting: bool | None = None
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    workers: int = bounded(1, low=1)
+    gpus_per_worker: float = bounded(0.0, low=0)
+    # null: 1 CPU per worker where the cluster has spare CPUs, else a fraction that leaves one CPU
+    # for Ray Data (two workers on a 2-core machine deadlock otherwise).
+    cpus_per_worker: float | None = bounded(None, low=0, strict=True)
+    max_failures: int = bounded(2, low=-1)  # restarts from the last checkpoint; -1: unlimited
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """Where the run lives: `storage_path/name` holds its checkpoints (local path or URI); a rerun
+    with the same name resumes from the last one."""
+
+    name: str
+    storage_path: str = "runs"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow: `uri` wins, then MLFLOW_TRACKING_URI, then `sqlite:///<cwd>/mlflow.db`."""
+
+    uri: str | None = None
+    experiment: str = "hm2bp"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig
+    network: NetworkConfig
+    train: TrainConfig
+    run: RunSection
+    seed: int = 0
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def boosting(self) -> bool:
+        """Whether boosting weights are used: the config's choice, else on only at 1 worker, B=1."""
+        if self.train.boosting is not None:
+            return self.train.boosting
+        return self.scaling.workers == 1 and self.train.batch_size == 1
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`"optimizer.lr=5e-4"` -> `("optimizer.lr", 0.0005)`; the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not (key and sep):
+        raise ConfigError([f"--set {text!r}: expected KEY=VALUE, e.g. optimizer.lr=5e-4"])
+    return key.strip(), yaml.safe_load(value)
+
+
+def config_from_dict(
+    data: Mapping[str, Any],
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+    source: str = "config",
+) -> ExperimentConfig:
+    """Validate `data` after applying `overrides` (`KEY=VALUE` strings or a dotted-key mapping)."""
+    raw = to_plain(data)
+    pairs = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+    problems = []
+    for key, value in pairs:
+        try:
+            set_dotted(raw, key, value)
+        except KeyError as err:
+            problems.append(f"--set {err.args[0]}")
+    if problems:
+        raise ConfigError(problems, source)
+    return from_dict(ExperimentConfig, raw, source)
+
+
+def to_plain(data: Any) -> Any:
+    """A deep copy with mappings as dicts and sequences as lists (so that overrides can set)."""
+    if isinstance(data, Mapping):
+        return {k: to_plain(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [to_plain(v) for v in data]
+    return data
+
+
+def load_config(
+    path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()
+) -> ExperimentConfig:
+    """Read a YAML experiment; errors name the file and every bad field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such config (expected a YAML file)") from None
+    except yaml.YAMLError as err:
+        raise ConfigError([f"not YAML: {err}"], str(path)) from None
+    return config_from_dict(data if data is not None else {}, overrides, source=str(path))
+
+
+def network_spec(network: NetworkConfig):
+    """The engine's `NetworkSpec` for the `network` section."""
+    from hm2bp.kernels.spec import LayerSpec, NetworkSpec, NeuronConstants, TargetSpec
+
+    layers = tuple(
+        LayerSpec(
+            kind=layer.kind,
+            neuron=NeuronConstants(
+                threshold=layer.threshold,
+                tau_m=layer.tau_m,
+                tau_s=layer.tau_s,
+                refractory=layer.refractory,
+            ),
+            size=layer.size,
+            kernel=layer.kernel,
+            init_range=layer.init_range,
+        )
+        for layer in network.layers
+    )
+    t = network.targets
+    return NetworkSpec(
+        input_shape=tuple(network.input_shape),
+        layers=layers,
+        targets=TargetSpec(desired=t.desired, undesired=t.undesired, margin=t.margin),
+        lateral_strength=network.lateral_strength,
+        reg_lambda=network.reg_lambda,
+        reg_beta=network.reg_beta,
+        weight_limit=network.weight_limit,
+        window=network.window,
+        effect_ratio=network.effect_ratio,
+        physics_exact=network.physics_exact,
+    )
+
+
+def manifest_problems(config: ExperimentConfig, manifest: Any) -> list[str]:
+    """What in `config` disagrees with the shards' `manifest` (`pipelines.manifest.Manifest`)."""
+    found = []
+    if config.data.T != manifest.T:
+        found.append(f"data.T: got {config.data.T} (the shards have T={manifest.T})")
+    if config.data.encoder != manifest.encoder:
+        found.append(
+            f"data.encoder: got {config.data.encoder!r} (the shards were encoded with "
+            f"{manifest.encoder!r})"
+        )
+    if config.network.n_inputs != manifest.n_inputs:
+        found.append(
+            f"network.input_shape: got {list(config.network.input_shape)} = "
+            f"{config.network.n_inputs} inputs (the shards have input_shape "
+            f"{list(manifest.input_shape)} = {manifest.n_inputs} inputs)"
+        )
+    if config.network.n_classes != len(manifest.classes):
+        found.append(
+            f"network.layers.{len(config.network.layers) - 1}.size: got "
+            f"{config.network.n_classes} outputs (the shards have {len(manifest.classes)} classes)"
+        )
+    if config.data.reencode and not manifest.keep_pixels:
+        found.append(
+            "data.reencode: true, but the shards hold no raw pixels (convert with --keep-pixels)"
+        )
+    splits = {entry.split for entry in manifest.shards}
+    for name in ("train_split", "val_split"):
+        split = getattr(config.data, name)
+        if split not in splits:
+            found.append(
+                f"data.{name}: got {split!r} (the shards have splits {', '.join(sorted(splits))})"
+            )
+    return found

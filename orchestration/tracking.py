@@ -1,0 +1,233 @@
+"""MLflow tracking: which store, the run of a training, and rank 0's per-epoch logging.
+
+Store: an explicit URI wins (the config's `tracking.uri`, then `MLFLOW_TRACKING_URI`); otherwise a
+SQLite file `mlflow.db` in the directory the command was started from. A job submitted to a cluster
+must name the cluster's tracking server or an absolute store path, since its working dir is
+temporary.
+
+The driver opens the run (`open_run`) before any worker starts, so an unreachable store fails the
+command at once with the URI in the message; it logs the flattened config as params and the config
+file and shard manifest as artifacts. Rank 0 alone logs metrics (`EpochLogger`): each epoch's
+metrics go in one `log_batch`, *after* the epoch's checkpoint is saved, and the logger skips epochs
+the run already holds. So a worker lost after a checkpoint and before logging has its epoch logged
+from the checkpoint's history on restart, and no epoch is ever logged twice. If the store drops
+mid-run, training goes on: pending epochs are retried at the next epoch and the failure is reported.
+
+A rerun with the same `run.name` and `storage_path` finds its MLflow run by the tag `hm2bp.run_key`
+and continues it, as training continues from the checkpoint.
+
+`mlflow` is imported inside the functions: the GPU machine runs the worker loop without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RUN_KEY_TAG = "hm2bp.run_key"
+# A marker metric logged with every epoch: its history says which epochs the run holds.
+EPOCH_METRIC = "epoch"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; raised before training starts."""
+
+
+def resolve_tracking_uri(configured: str | None = None, cwd: str | Path | None = None) -> str:
+    """The config's URI, else `MLFLOW_TRACKING_URI`, else `sqlite:///<cwd>/mlflow.db`; a bare
+    local path becomes a `sqlite:///` URI of an absolute path (workers do not share our cwd)."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return f"sqlite:///{Path(cwd or os.getcwd()).absolute() / 'mlflow.db'}"
+    if "://" not in uri:
+        return f"sqlite:///{Path(uri).absolute()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///') :]).absolute()}"
+    return uri
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Where a tracked run lives; travels to the workers in the train loop's config."""
+
+    uri: str
+    run_id: str
+    experiment_id: str
+
+
+def _check_reachable(uri: str) -> None:
+    """An HTTP store must answer `/health` within 10 s; MLflow's client would retry for minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as reply:
+            reply.read()
+    except (urllib.error.URLError, OSError) as err:
+        raise TrackingError(
+            f"tracking server {uri} cannot be reached ({err}); start it, or set tracking.uri / "
+            "MLFLOW_TRACKING_URI to a reachable server or a sqlite:///<absolute path> store"
+        ) from None
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """For a SQLite store, artifacts beside the database (MLflow's default is relative to the
+    creating process's cwd, which for a Ray worker is a temporary folder)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri[len("sqlite:///") :])
+    return (database.parent / "mlartifacts" / experiment).as_uri()
+
+
+def open_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    run_key: str,
+    params: Mapping[str, Any],
+    texts: Mapping[str, str] = {},  # noqa: B006 - read only
+    parent_run_id: str | None = None,
+) -> RunRef:
+    """Create (or, for a known `run_key`, continue) the run; log params and text artifacts
+    (`{artifact file: text}`). Raises `TrackingError` naming the URI if the store is unusable."""
+    _check_reachable(uri)
+    from mlflow.entities import Param, RunStatus
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = (
+            found.experiment_id
+            if found
+            else client.create_experiment(
+                experiment, artifact_location=_artifact_location(uri, experiment)
+            )
+        )
+        runs = client.search_runs(
+            [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1
+        )
+        if runs:
+            run_id = runs[0].info.run_id
+            client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            logged = runs[0].data.params
+        else:
+            tags = {RUN_KEY_TAG: run_key}
+            if parent_run_id:
+                tags["mlflow.parentRunId"] = parent_run_id
+            run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
+            logged = {}
+        new = [Param(k, str(v)) for k, v in params.items() if k not in logged]
+        changed = sorted(k for k, v in params.items() if k in logged and logged[k] != str(v))
+        for start in range(0, len(new), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run_id, params=new[start : start + 100])
+        if changed:
+            client.set_tag(run_id, "hm2bp.changed_on_resume", ",".join(changed))
+        for artifact_file, text in texts.items():
+            client.log_text(run_id, text, artifact_file)
+    except TrackingError:
+        raise
+    except Exception as err:  # MLflow raises many kinds; all mean the store is unusable
+        raise TrackingError(
+            f"tracking store {uri}: {type(err).__name__}: {err} (expected a reachable MLflow "
+            "server or a writable sqlite:///<absolute path>)"
+        ) from err
+    return RunRef(uri, run_id, experiment_id)
+
+
+def finish_run(ref: RunRef, failed: bool = False) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(ref.uri).set_terminated(ref.run_id, "FAILED" if failed else "FINISHED")
+
+
+def missing_epochs(ref: RunRef, epochs: int) -> str | None:
+    """None when the run holds epochs `0..epochs-1`, else what is missing and why."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        history = MlflowClient(ref.uri).get_metric_history(ref.run_id, EPOCH_METRIC)
+    except Exception as err:
+        return (
+            f"tracking store {ref.uri} failed at the end of training: {type(err).__name__}: {err}"
+        )
+    missing = sorted(set(range(epochs)) - {int(m.step) for m in history})
+    if not missing:
+        return None
+    return (
+        f"MLflow run {ref.run_id} in {ref.uri} lacks epochs {missing} (the store failed during "
+        "training; the checkpoint's history holds them)"
+    )
+
+
+class EpochLogger:
+    """Rank 0's metrics logging: each epoch once, in one batch, failures kept, not raised."""
+
+    def __init__(self, ref: RunRef) -> None:
+        # A server that drops mid-run must not stall training for MLflow's default retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        from mlflow.tracking import MlflowClient
+
+        self.ref = ref
+        self.client = MlflowClient(ref.uri)
+        self.failure: str | None = None
+        self.logged: set[int] | None = None  # epochs the run holds; read on first use
+
+    def _try(self, what: str, call, *args, **kwargs) -> bool:
+        try:
+            call(*args, **kwargs)
+            return True
+        except Exception as err:  # the store dropped: training goes on, the failure is kept
+            self.failure = f"{what}: {type(err).__name__}: {err}"
+            log.warning("MLflow %s failed, training goes on: %s", what, err)
+            return False
+
+    def _read_logged(self) -> None:
+        history = self.client.get_metric_history(self.ref.run_id, EPOCH_METRIC)
+        self.logged = {int(m.step) for m in history}
+
+    def sync(self, history: Sequence[Mapping[str, float]]) -> None:
+        """Log every epoch of `history` (one metrics dict per epoch, in order, epoch 0 first)
+        that the run does not hold yet."""
+        if self.logged is None and not self._try("reading the run", self._read_logged):
+            return
+        from mlflow.entities import Metric
+
+        for epoch, metrics in enumerate(history):
+            if epoch in self.logged:
+                continue
+            now = int(time.time() * 1000)
+            batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
+            batch.append(Metric(EPOCH_METRIC, float(epoch), now, epoch))
+            if not self._try(
+                f"logging epoch {epoch}", self.client.log_batch, self.ref.run_id, batch
+            ):
+                return
+            self.logged.add(epoch)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self._try(
+            f"logging {artifact_file}",
+            self.client.log_figure,
+            self.ref.run_id,
+            figure,
+            artifact_file,
+        )
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        self._try(
+            f"logging {artifact_file}",
+            self.client.log_dict,
+            self.ref.run_id,
+            dict(data),
+            artifact_file,
+        )

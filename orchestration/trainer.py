@@ -1,0 +1,210 @@
+"""The driver of one training run: check, track, build Ray Train's `TorchTrainer`, fit.
+
+`train(config)` is what `hm2bp train`, `hm2bp demo` and a Tune trial (a driver function per trial,
+since Train V2 refuses a Trainer inside a Tuner) all call. In order:
+
+1. the config is checked against the shards' manifest (T, input count, classes, encoder, splits,
+   raw pixels for re-encoding) and refused with every mismatch named;
+2. the MLflow run is opened (or continued, for a rerun of the same run name), so an unreachable
+   store fails before any worker starts; params, the config and the manifest are logged;
+3. `build_trainer` makes the `TorchTrainer`: `ScalingConfig` from `scaling` (GPUs per worker, and
+   fractional CPUs where the cluster has no CPU to spare for Ray Data: two whole-CPU workers on a
+   2-core machine deadlock), NCCL with GPUs and gloo without, `FailureConfig(max_failures)`,
+   `RunConfig(name, storage_path)` (a rerun with the same pair resumes from its last checkpoint),
+   the `train` split divided equally among workers and the `val` split whole to each (each worker
+   validates every world_size-th batch);
+4. `fit()`, then the run's history is read from the final checkpoint, and MLflow is checked to hold
+   every epoch (a store that dropped mid-run is reported here, not raised).
+
+Product code calls plain `ray.init()`: it joins the cluster of `RAY_ADDRESS` or `ray job submit`,
+else starts a local one.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+from hm2bp.orchestration import checkpoint as ckpt
+from hm2bp.orchestration import tracking
+from hm2bp.orchestration.config import ExperimentConfig, manifest_problems, to_dict
+from hm2bp.orchestration.schema import ConfigError, flatten
+from hm2bp.orchestration.worker import train_loop_per_worker
+from hm2bp.pipelines.manifest import Manifest, read_manifest
+from hm2bp.pipelines.storage import absolute
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    val_accuracy: float
+    history: list[dict[str, float]]
+    checkpoint: str
+    run_folder: str
+    run_id: str
+    tracking_uri: str
+    tracking_problem: str | None = None  # set when the store dropped and epochs are missing
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON line of `hm2bp train --json` / `hm2bp demo --json`."""
+        accuracies = [h["val_accuracy"] for h in self.history]
+        return {
+            "val_accuracy": self.val_accuracy,
+            "val_accuracy_last3_mean": sum(accuracies[-3:]) / len(accuracies[-3:]),
+            "val_accuracy_best": max(accuracies),
+            "epochs": len(self.history),
+            "checkpoint": self.checkpoint,
+            "run_folder": self.run_folder,
+            "run_id": self.run_id,
+            "tracking_uri": self.tracking_uri,
+            "tracking_problem": self.tracking_problem,
+            **self.extra,
+        }
+
+
+def resolved(config: ExperimentConfig) -> ExperimentConfig:
+    """Local paths made absolute: workers run in other directories (and other machines, where
+    only shared storage or URIs make sense)."""
+    return replace(
+        config,
+        data=replace(config.data, shards=absolute(config.data.shards)),
+        run=replace(config.run, storage_path=absolute(config.run.storage_path)),
+    )
+
+
+def check_against_manifest(config: ExperimentConfig) -> Manifest:
+    manifest = read_manifest(config.data.shards)
+    problems = manifest_problems(config, manifest)
+    if problems:
+        raise ConfigError(problems, f"config against the shards in {config.data.shards}")
+    return manifest
+
+
+def cpus_per_worker(config: ExperimentConfig, cluster_cpus: float) -> float:
+    """The config's value, else 1 where the cluster keeps a CPU free for Ray Data beside the
+    workers, else an equal share of all CPUs but one (0.5 each for 2 workers on 2 cores)."""
+    if config.scaling.cpus_per_worker is not None:
+        return config.scaling.cpus_per_worker
+    workers = config.scaling.workers
+    if cluster_cpus >= workers + 1:
+        return 1.0
+    return max(0.1, (cluster_cpus - 1) / workers) if cluster_cpus > 1 else cluster_cpus / workers
+
+
+def build_trainer(
+    config: ExperimentConfig,
+    manifest: Manifest,
+    run: tracking.RunRef | None,
+    cluster_cpus: float,
+    callbacks: Sequence[Any] = (),
+):
+    """The `TorchTrainer` of a resolved config (not started); `callbacks` go to its `RunConfig`
+    (a Tune driver passes `TuneReportCallback()`)."""
+    from hm2bp.orchestration.batches import columns
+    from hm2bp.pipelines.dataset import read_shards
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    gpus = config.scaling.gpus_per_worker
+    resources = {"CPU": cpus_per_worker(config, cluster_cpus)}
+    if gpus:
+        resources["GPU"] = gpus
+    data = config.data
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "experiment": to_dict(config),
+            "manifest": manifest.to_json(),
+            "tracking": None if run is None else vars(run),
+            "progress_bars": sys.stderr.isatty(),
+        },
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=config.scaling.workers, use_gpu=bool(gpus), resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=config.run.name,
+            storage_path=config.run.storage_path,
+            failure_config=FailureConfig(max_failures=config.scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks) or None,
+            # Without Ray Train's print patch a worker's line reaches the driver once, not twice.
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+        ),
+        datasets={
+            "train": read_shards(data.shards, data.train_split, columns(config, train=True)),
+            "val": read_shards(data.shards, data.val_split, columns(config, train=False)),
+        },
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+
+
+def open_tracking(
+    config: ExperimentConfig,
+    manifest: Manifest,
+    config_text: str | None = None,
+    parent_run_id: str | None = None,
+) -> tracking.RunRef:
+    """Open (or continue) the MLflow run of a resolved config; raises `TrackingError` early."""
+    uri = tracking.resolve_tracking_uri(config.tracking.uri)
+    texts = {
+        "config.yaml": yaml.safe_dump(to_dict(config), sort_keys=False),
+        "manifest.json": manifest.to_json(),
+    }
+    if config_text is not None:
+        texts["config_source.yaml"] = config_text
+    return tracking.open_run(
+        uri,
+        config.tracking.experiment,
+        run_name=config.run.name,
+        run_key=f"{config.run.storage_path}/{config.run.name}",
+        params=flatten(to_dict(config)),
+        texts=texts,
+        parent_run_id=parent_run_id,
+    )
+
+
+def train(
+    config: ExperimentConfig,
+    *,
+    config_text: str | None = None,
+    callbacks: Sequence[Any] = (),
+    parent_run_id: str | None = None,
+) -> TrainResult:
+    """Train `config` on Ray (joining the cluster `ray.init()` finds); see the module docstring."""
+    import ray
+
+    config = resolved(config)
+    manifest = check_against_manifest(config)
+    run = open_tracking(config, manifest, config_text, parent_run_id)
+    if not ray.is_initialized():
+        ray.init()
+    trainer = build_trainer(
+        config, manifest, run, ray.cluster_resources().get("CPU", 1.0), callbacks
+    )
+    try:
+        result = trainer.fit()
+    except BaseException:
+        tracking.finish_run(run, failed=True)
+        raise
+    run_folder = f"{config.run.storage_path.rstrip('/')}/{config.run.name}"
+    # Ray gives the path inside the storage filesystem; rebuild it from the run folder (a URI
+    # keeps its scheme).
+    checkpoint = f"{run_folder}/{PurePosixPath(result.checkpoint.path).name}"
+    history = ckpt.load_state(checkpoint)["history"]
+    problem = tracking.missing_epochs(run, len(history))
+    if problem is None:
+        tracking.finish_run(run)
+    return TrainResult(
+        val_accuracy=history[-1]["val_accuracy"],
+        history=history,
+        checkpoint=checkpoint,
+        run_folder=run_folder,
+        run_id=run.run_id,
+        tracking_uri=run.uri,
+        tracking_problem=problem,
+    )
