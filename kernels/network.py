@@ -1,0 +1,229 @@
+"""The spiking network as a torch module: forward records what HM2-BP needs, `loss.backward()`
+puts the HM2-BP gradients into `.grad`.
+
+The forward computes every layer's input current for all B*T steps in one GEMM or convolution and
+then scans the neurons over time (spec sections 1.1, 6.2). The backward is not autograd's: the loss
+is the output of a `torch.autograd.Function` whose inputs are the weights and whose backward returns
+the HM2-BP gradients of `backward.hm2bp_gradients`, so DDP's all-reduce hooks, optimizers and
+gradient scaling all work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from hm2bp.kernels.backend import load_backend
+from hm2bp.kernels.backward import LayerRecord, hm2bp_gradients
+from hm2bp.kernels.layers import Layer, build_layer
+from hm2bp.kernels.output_error import OutputError, output_error
+from hm2bp.kernels.spec import NetworkSpec
+from torch import nn
+
+SPIKE_DTYPES = (
+    torch.bool,
+    torch.uint8,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+)
+
+
+class StepOutput(NamedTuple):
+    """`counts` `[B, n_classes]` original output counts; `predictions` `[B]` argmax (ties to the
+    lowest index, all silent -> 0, spec 1.4); `loss` batch mean of the cost after fake spikes (spec
+    4.1) or None; `stats` mean spikes and silent fraction per layer, lateral guard triggers;
+    `spikes` per layer rasters `[T, B, *shape]` (uint8)."""
+
+    counts: torch.Tensor
+    predictions: torch.Tensor
+    loss: torch.Tensor | None
+    stats: dict[str, float]
+    spikes: tuple[torch.Tensor, ...]
+
+
+class Network(nn.Module):
+    """A feed-forward spiking network trained with HM2-BP. Parameters are `layers.<i>.weight`."""
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        *,
+        seed: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(spec, NetworkSpec):
+            raise TypeError(f"spec: found {type(spec).__name__}, expected a NetworkSpec")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype: found {dtype}, expected torch.float32 or torch.float64")
+        self.spec = spec
+        self.backend = load_backend(backend, device)
+        layers: list[Layer] = []
+        shape = spec.input_shape
+        seen: dict[str, int] = {}
+        for layer_spec in spec.layers:
+            number = seen.get(layer_spec.kind, 0)
+            seen[layer_spec.kind] = number + 1
+            name = "output" if layer_spec.kind == "output" else f"{layer_spec.kind}{number}"
+            layer = build_layer(layer_spec, shape, name)
+            layers.append(layer)
+            shape = layer.out_shape
+        self.layers = nn.ModuleList(layers)
+        self.to(device=device, dtype=dtype)
+        self.reset_parameters(seed)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layers[-1].weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.layers[-1].weight.device
+
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """U(-init_range, +init_range) per layer (the reference's "Bernoulli" init, spec 4.9)."""
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        with torch.no_grad():
+            for layer in self.trained_layers():
+                bound = layer.spec.init_range
+                values = torch.rand(layer.weight.shape, generator=generator, dtype=torch.float64)
+                layer.weight.copy_(values * 2 * bound - bound)
+
+    def trained_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.spec.trained]
+
+    def forward(
+        self,
+        spikes: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        sample_weights: torch.Tensor | None = None,
+    ) -> StepOutput:
+        """Run `spikes` `[T, B, *input_shape]` or `[T, B, n_inputs]` (0/1; bool, uint8 or float).
+
+        With `labels` `[B]`, `loss.backward()` fills `.grad` with the HM2-BP gradient (batch mean
+        plus regulariser); `sample_weights` `[B]` (boosting, spec 4.10) multiply the output error.
+        """
+        x = self._check_spikes(spikes)
+        steps, batch = x.shape[:2]
+        records: list[LayerRecord] = []
+        with torch.no_grad():
+            for layer in self.layers:
+                records.append(self._layer_forward(layer, x))
+                x = records[-1].scan.spikes
+        counts = records[-1].scan.counts
+        stats = self._stats(records)
+        loss = None
+        if labels is not None:
+            labels, weights = self._check_targets(labels, sample_weights, batch)
+            with torch.no_grad():
+                error = output_error(records[-1].scan, labels, weights, self.spec, self._trace)
+            stats["lateral_guard_triggers"] = float(error.guard_triggers)
+            loss = self._attach_gradient(records, error)
+        else:
+            stats["lateral_guard_triggers"] = 0.0
+        rasters = tuple(
+            record.scan.spikes.to(torch.uint8).view(steps, batch, *layer.out_shape)
+            for layer, record in zip(self.layers, records, strict=True)
+        )
+        return StepOutput(counts, counts.argmax(dim=1), loss, stats, rasters)
+
+    def _trace(self, x: torch.Tensor, decay: float) -> torch.Tensor:
+        return self.backend.exp_trace(x, decay)
+
+    def _layer_forward(self, layer: Layer, x: torch.Tensor) -> LayerRecord:
+        """One GEMM/convolution over all T*B steps, then the scan over T (spec 1.1, 6.2)."""
+        steps, batch = x.shape[:2]
+        current = layer.current(x.reshape(steps * batch, -1)).view(steps, batch, -1)
+        lateral = self.spec.lateral_strength if layer.spec.kind == "output" else 0.0
+        scan = self.backend.lif_scan(
+            current,
+            layer.neuron,
+            layer.slack,
+            lateral,
+            window=self.spec.window_emulated,
+            physics_exact=self.spec.physics_exact,
+        )
+        return LayerRecord(x.reshape(steps, batch, -1), current, scan)
+
+    def _attach_gradient(self, records: list[LayerRecord], error: OutputError) -> torch.Tensor:
+        layers = list(self.layers)
+        weights = [layer.weight for layer in self.trained_layers()]
+
+        def gradients() -> list[torch.Tensor]:
+            with torch.no_grad():
+                return hm2bp_gradients(layers, records, error, self.spec, self._trace)
+
+        return _HM2BPGradient.apply(error.loss, gradients, *weights)
+
+    def _stats(self, records: list[LayerRecord]) -> dict[str, float]:
+        stats: dict[str, float] = {}
+        for layer, record in zip(self.layers, records, strict=True):
+            counts = record.scan.counts
+            stats[f"{layer.name}/mean_spikes"] = float(counts.mean())
+            stats[f"{layer.name}/silent_fraction"] = float((counts == 0).to(counts.dtype).mean())
+        return stats
+
+    def _check_spikes(self, spikes: torch.Tensor) -> torch.Tensor:
+        if not isinstance(spikes, torch.Tensor):
+            raise TypeError(f"spikes: found {type(spikes).__name__}, expected a torch.Tensor")
+        shape = tuple(spikes.shape)
+        spec_shape = self.spec.input_shape
+        if shape[2:] not in (spec_shape, (self.spec.n_inputs,)) or min(shape[:2], default=0) < 1:
+            raise ValueError(
+                f"spikes: found shape {shape}, expected [T, B, *{spec_shape}] or "
+                f"[T, B, {self.spec.n_inputs}] with T, B >= 1"
+            )
+        if spikes.dtype not in SPIKE_DTYPES:
+            raise TypeError(f"spikes: found dtype {spikes.dtype}, expected bool, uint8 or float")
+        x = spikes.to(device=self.device, dtype=self.dtype)
+        if not bool(((x == 0) | (x == 1)).all()):
+            raise ValueError("spikes: found values other than 0 and 1, expected a binary raster")
+        return x.view(shape[0], shape[1], *spec_shape)
+
+    def _check_targets(
+        self, labels: torch.Tensor, sample_weights: torch.Tensor | None, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n_classes = self.spec.n_classes
+        if not isinstance(labels, torch.Tensor) or labels.shape != (batch,):
+            found = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels)
+            raise ValueError(f"labels: found {found}, expected a tensor of shape ({batch},)")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise TypeError(f"labels: found dtype {labels.dtype}, expected an integer dtype")
+        if bool(((labels < 0) | (labels >= n_classes)).any()):
+            raise ValueError(
+                f"labels: found {labels.tolist()}, expected classes in [0, {n_classes})"
+            )
+        labels = labels.to(device=self.device, dtype=torch.long)
+        if sample_weights is None:
+            return labels, torch.ones(batch, dtype=self.dtype, device=self.device)
+        if not isinstance(sample_weights, torch.Tensor) or sample_weights.shape != (batch,):
+            raise ValueError(f"sample_weights: expected a tensor of shape ({batch},)")
+        weights = sample_weights.to(device=self.device, dtype=self.dtype)
+        if not bool(torch.isfinite(weights).all() & (weights >= 0).all()):
+            raise ValueError("sample_weights: found negative or non-finite values, expected >= 0")
+        return labels, weights
+
+
+class _HM2BPGradient(torch.autograd.Function):
+    """Loss in, loss out; its backward hands the weights their HM2-BP gradients (times the incoming
+    gradient, so scaled losses scale the step). Saving the weights makes autograd refuse a backward
+    after they were changed in place."""
+
+    @staticmethod
+    def forward(ctx, loss, gradients, *weights):  # type: ignore[override]
+        ctx.gradients = gradients
+        ctx.save_for_backward(*weights)
+        return loss.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_loss):  # type: ignore[override]
+        ctx.saved_tensors  # noqa: B018 -- raises if a weight changed since the forward
+        return (None, None, *(grad * grad_loss for grad in ctx.gradients()))
