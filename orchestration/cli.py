@@ -136,7 +136,9 @@ def _sweep(args: argparse.Namespace) -> int:
         if row.parent_run_id == result.parent_run_id
     ]
     print(format_table(children, [sweep.settings.metric]))
-    print(f"best trial {result.best_trial}: {sweep.settings.metric} {result.best_value:.4f}")
+    if result.best_trial is not None:
+        metric = sweep.settings.metric
+        print(f"best trial {result.best_trial}: {metric} {result.best_value:.4f}")
     print(f"compare: hm2bp runs --experiment {experiment} --tracking-uri {result.tracking_uri}")
     if args.json:
         print(json.dumps(result.summary(), default=str))

@@ -149,8 +149,8 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep_name: str, parent
 class SweepResult:
     parent_run_id: str
     tracking_uri: str
-    best_trial: str
-    best_value: float
+    best_trial: str | None  # None when no trial reported the metric (all failed)
+    best_value: float | None
     trials: list[dict[str, Any]]
 
     def summary(self) -> dict[str, Any]:
@@ -248,8 +248,10 @@ def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
                 "error": None if result.error is None else str(result.error),
             }
         )
-    best = results.get_best_result(settings.metric, settings.mode, scope="all")
-    best_value = best.metrics[settings.metric]
+    scored = [t for t in trials if t[settings.metric] is not None]
+    best = (max if settings.mode == "max" else min)(
+        scored, key=lambda t: t[settings.metric], default=None
+    )
     client = MlflowClient(parent.uri)
     children = client.search_runs(
         [parent.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'"
@@ -257,14 +259,15 @@ def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
     for child in children:
         if child.info.status == "RUNNING":
             client.set_terminated(child.info.run_id, "KILLED")
-    client.log_metric(parent.run_id, f"best_{settings.metric}", best_value)
-    client.set_tag(parent.run_id, "hm2bp.best_trial", best.metrics["trial_id"])
-    tracking.finish_run(parent, failed=any(t["error"] for t in trials))
+    if best is not None:
+        client.log_metric(parent.run_id, f"best_{settings.metric}", best[settings.metric])
+        client.set_tag(parent.run_id, "hm2bp.best_trial", best["trial"])
+    tracking.finish_run(parent, failed=best is None or any(t["error"] for t in trials))
     return SweepResult(
         parent_run_id=parent.run_id,
         tracking_uri=parent.uri,
-        best_trial=best.metrics["trial_id"],
-        best_value=best_value,
+        best_trial=None if best is None else best["trial"],
+        best_value=None if best is None else best[settings.metric],
         trials=trials,
     )
 
