@@ -128,3 +128,23 @@ def test_scan_returns_window_kernels_only_when_emulated():
 def test_scan_refuses_bad_current(bad):
     with pytest.raises((ValueError, TypeError), match="current"):
         lif_scan(bad, NeuronConstants(threshold=1.0), FC_SLACK)
+
+
+@pytest.mark.parametrize(
+    ("post_times", "pre_times"), [([100, 355], [98, 99]), ([20, 300], [40, 99, 200])]
+)
+def test_window_cases_with_large_excluded_parts(post_times, pre_times):
+    """Post-spikes at 100 and 355: for t_f = 355 the window (q >= 99) starts before r_f = 102, so
+    q = 98 is excluded although its residual current at r_f is large (case q_f < r_f). Post-spikes
+    at 20 and 300: the cut (q >= 44) falls inside the integration window (case q_f >= r_f)."""
+    neuron = NeuronConstants(threshold=1.0)
+    post = torch.zeros(400, 1, 1, dtype=torch.float64)
+    post[post_times] = 1
+    pre = torch.zeros(400, 1, 1, dtype=torch.float64)
+    pre[pre_times] = 1
+    kernel = kernel_stack(*psp_kernel(post, neuron, window=True))
+    factorised = torch.einsum("pbi,pbj->ij", kernel, trace_stack(pre, neuron, window=True))
+    literal = spsp_matrix(post[:, 0].numpy(), pre[:, 0].numpy(), neuron, window=True)
+    unwindowed = spsp_matrix(post[:, 0].numpy(), pre[:, 0].numpy(), neuron, window=False)
+    np.testing.assert_allclose(factorised.numpy(), literal, rtol=1e-12)
+    assert abs(unwindowed - literal).max() > 0.05 * abs(literal).max()
