@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,6 +128,18 @@ def concurrency(config: ExperimentConfig, resources: Mapping[str, float]) -> int
 _DRIVER_CPU = 0.1  # the trial's driver function only waits on its TorchTrainer
 
 
+def _with_trial_cpus(config: ExperimentConfig, trial_cpus: float) -> ExperimentConfig:
+    """Fix the workers' CPUs from the trial's share of the cluster less its driver: left to the
+    trainer, they would be sized from the whole cluster, and on a small one the driver's 0.1 CPU
+    would leave Ray Data no whole CPU to read with (the trial then waits forever)."""
+    from hm2bp.orchestration.trainer import cpus_per_worker
+
+    if config.scaling.cpus_per_worker is not None:
+        return config
+    cpus = cpus_per_worker(config, trial_cpus - _DRIVER_CPU)
+    return replace(config, scaling=replace(config.scaling, cpus_per_worker=cpus))
+
+
 def _trial(params: dict[str, Any], base: dict[str, Any], sweep_name: str, parent_run_id: str):
     """One trial: the base experiment with the sampled overrides, trained by Ray Train."""
     from hm2bp.orchestration.trainer import train
@@ -171,11 +182,17 @@ def run_sweep(sweep: Sweep) -> SweepResult:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     settings = sweep.settings
+    # Trials run in Tune's own working directories: the default store (./mlflow.db) must be
+    # resolved here, in the directory the command was started from.
     config = resolved(sweep.config)
-    base = to_dict(config)
+    uri = tracking.resolve_tracking_uri(config.tracking.uri)
+    config = replace(config, tracking=replace(config.tracking, uri=uri))
     parent = _open_parent(sweep, config)
     if not ray.is_initialized():
         ray.init()
+    resources = ray.cluster_resources()
+    trials_at_once = settings.max_concurrent_trials or concurrency(config, resources)
+    base = to_dict(_with_trial_cpus(config, resources.get("CPU", 1.0) / trials_at_once))
     trainable = tune.with_resources(
         tune.with_parameters(
             _trial, base=base, sweep_name=settings.name, parent_run_id=parent.run_id
@@ -203,8 +220,7 @@ def run_sweep(sweep: Sweep) -> SweepResult:
                 mode=settings.mode,
                 num_samples=settings.num_samples,
                 scheduler=scheduler,
-                max_concurrent_trials=settings.max_concurrent_trials
-                or concurrency(config, ray.cluster_resources()),
+                max_concurrent_trials=trials_at_once,
             ),
             run_config=tune.RunConfig(
                 name=settings.name,
@@ -221,7 +237,7 @@ def _open_parent(sweep: Sweep, config: ExperimentConfig) -> tracking.RunRef:
     params = {f"search.{k}": json.dumps(v) for k, v in sweep.search.items()}
     params.update({f"sweep.{k}": v for k, v in flatten(to_dict(sweep.settings)).items()})
     return tracking.open_run(
-        tracking.resolve_tracking_uri(config.tracking.uri),
+        config.tracking.uri,
         config.tracking.experiment,
         run_name=sweep.settings.name,
         run_key=f"sweep:{config.run.storage_path}/{sweep.settings.name}",
@@ -270,14 +286,3 @@ def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
         best_value=None if best is None else best[settings.metric],
         trials=trials,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m hm2bp.orchestration.sweep CONFIG [--set k=v ...] [--json]` (ray job submit)."""
-    from hm2bp.orchestration.cli import main as cli_main
-
-    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

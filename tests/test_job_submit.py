@@ -102,8 +102,8 @@ def test_a_submitted_training_job_succeeds_and_is_tracked(ray_head, tmp_path):
         "tracking.experiment": "jobs",
     }
     submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address]
-    submit += ["--working-dir", str(job_dir), "--", "python", "-m", "hm2bp.orchestration.train"]
-    submit += ["demo.yaml", "--json", *[f"--set={k}={v}" for k, v in overrides.items()]]
+    submit += ["--working-dir", str(job_dir), "--", "python", "-m", "hm2bp.orchestration"]
+    submit += ["train", "demo.yaml", "--json", *[f"--set={k}={v}" for k, v in overrides.items()]]
     env = {**env, "RAY_AUTH_MODE": "token"}  # Ray 2.60's head expects the job CLI's token
     done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
