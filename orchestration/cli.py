@@ -11,7 +11,6 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
-from pathlib import Path
 
 # name -> (help, function that adds the subcommand's arguments, function that runs it)
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -23,6 +22,21 @@ def _commands() -> dict[str, Command]:
             "convert a data set into Parquet shards of spike events, one Ray task per shard",
             _convert_arguments,
             _convert,
+        ),
+        "train": (
+            "train HM2-BP on Ray Train from an experiment config, tracked in MLflow",
+            _train_arguments,
+            _train,
+        ),
+        "evaluate": (
+            "accuracy and confusion matrix of a checkpoint on a shard set (no Ray needed)",
+            _evaluate_arguments,
+            _evaluate,
+        ),
+        "demo": (
+            "convert scikit-learn's digits, train on 2 Ray Train workers, log to MLflow",
+            _demo_arguments,
+            _demo,
         ),
         "sweep": (
             "a Ray Tune sweep over full Ray Train runs, tracked as MLflow parent and child runs",
@@ -105,30 +119,139 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="a sweep YAML file (e.g. configs/demo_sweep.yaml)")
+def _set_and_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a field of the base experiment, e.g. --set train.epochs=3",
+        dest="overrides",
+        help="override a config field by its dotted path, e.g. --set optimizer.lr=5e-4 "
+        "--set network.layers.0.threshold=15 (value read as YAML)",
     )
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML, e.g. configs/mnist_slice.yaml")
+    _set_and_json(parser)
+
+
+def _report_run(result, as_json: bool, ray_started: bool) -> None:
+    """The end of `train` and `demo`: a Ray this command started is shut down first, so that no
+    worker line follows the summary."""
+    import ray
+    from hm2bp.orchestration.demo import ui_hint
+
+    if ray_started:
+        ray.shutdown()
+    summary = result.summary()
+    print(
+        f"val accuracy {summary['val_accuracy']:.4f} after {summary['epochs']} epochs "
+        f"(mean of the last 3: {summary['val_accuracy_last3_mean']:.4f}, best: "
+        f"{summary['val_accuracy_best']:.4f})\ncheckpoint {summary['checkpoint']}\n"
+        f"MLflow run {summary['run_id']} in {summary['tracking_uri']}\n"
+        f"{ui_hint(summary['tracking_uri'])}"
+    )
+    if summary["tracking_problem"]:
+        print(f"tracking problem: {summary['tracking_problem']}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(summary), flush=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import ray
+    from hm2bp.orchestration.config import ConfigError, load_config
+    from hm2bp.orchestration.tracking import TrackingError
+    from hm2bp.orchestration.trainer import train
+
+    ray_started = not ray.is_initialized()
+    try:
+        config = load_config(args.config, args.overrides)
+        result = train(config, config_text=Path(args.config).read_text())
+    except (ConfigError, TrackingError, FileNotFoundError) as err:
+        print(f"hm2bp train: {err}", file=sys.stderr)
+        return 1
+    _report_run(result, args.json, ray_started)
+    return 0
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, help="a checkpoint_epoch_NNNN folder or its checkpoint.pt"
+    )
+    parser.add_argument("--shards", required=True, help="a folder of `hm2bp convert` (or URI)")
+    parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from hm2bp.orchestration.config import ConfigError
+    from hm2bp.orchestration.evaluate import evaluate
+
+    try:
+        result = evaluate(args.checkpoint, args.shards, args.split, args.device, args.batch_size)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"hm2bp evaluate: {err}", file=sys.stderr)
+        return 1
+    print(result.format())
+    if args.json:
+        print(json.dumps(result.summary()))
+    return 0
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workdir", default=".", help="where shards/, runs/ (and by default mlflow.db) go"
+    )
+    _set_and_json(parser)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import ray
+    from hm2bp.orchestration.config import ConfigError
+    from hm2bp.orchestration.demo import demo
+    from hm2bp.orchestration.tracking import TrackingError
+
+    ray_started = not ray.is_initialized()
+    try:
+        result = demo(args.workdir, args.overrides)
+    except (ConfigError, TrackingError) as err:
+        print(f"hm2bp demo: {err}", file=sys.stderr)
+        return 1
+    _report_run(result, args.json, ray_started)
+    return 0
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a sweep YAML file, e.g. configs/demo_sweep.yaml")
+    _set_and_json(parser)  # --set applies to the base experiment
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    import ray
     from hm2bp.orchestration.runs import collect_runs, format_table
     from hm2bp.orchestration.schema import ConfigError
     from hm2bp.orchestration.sweep import load_sweep, run_sweep
     from hm2bp.orchestration.tracking import TrackingError
 
+    ray_started = not ray.is_initialized()
     try:
-        sweep = load_sweep(args.config, args.set)
+        sweep = load_sweep(args.config, args.overrides)
         result = run_sweep(sweep)
     except (ConfigError, FileNotFoundError, TrackingError) as err:
         print(f"hm2bp sweep: {err}", file=sys.stderr)
         return 1
+    if ray_started:
+        ray.shutdown()
     experiment = sweep.config.tracking.experiment
     children = [
         row
@@ -141,7 +264,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"best trial {result.best_trial}: {metric} {result.best_value:.4f}")
     print(f"compare: hm2bp runs --experiment {experiment} --tracking-uri {result.tracking_uri}")
     if args.json:
-        print(json.dumps(result.summary(), default=str))
+        print(json.dumps(result.summary(), default=str), flush=True)
     return 0 if not any(t["error"] for t in result.trials) else 1
 
 
@@ -158,12 +281,14 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
         help="metric column(s) to show (default: the sort metric and val_loss)",
     )
     parser.add_argument(
-        "--plot", help="also write the sort metric's curves of every run to this png"
+        "--plot", help="also write every run's curve of the sort metric to this png"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from hm2bp.orchestration.runs import collect_runs, format_table, plot_runs, rows_as_json
     from hm2bp.orchestration.tracking import resolve_tracking_uri
 

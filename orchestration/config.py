@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from hm2bp.orchestration.schema import ConfigError, bounded, from_dict, set_dotted, to_dict
+from hm2bp.orchestration.schema import (
+    ConfigError,
+    bounded,
+    from_dict,
+    set_dotted,
+    to_dict,
+    to_plain,
+)
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "config_from_dict", "to_dict"]
 
@@ -200,7 +207,7 @@ def config_from_dict(
     source: str = "config",
 ) -> ExperimentConfig:
     """Validate `data` after applying `overrides` (`KEY=VALUE` strings or a dotted-key mapping)."""
-    raw = to_plain(data)
+    raw = to_plain(data)  # a copy that overrides may change
     pairs = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
     problems = []
     for key, value in pairs:
@@ -211,15 +218,6 @@ def config_from_dict(
     if problems:
         raise ConfigError(problems, source)
     return from_dict(ExperimentConfig, raw, source)
-
-
-def to_plain(data: Any) -> Any:
-    """A deep copy with mappings as dicts and sequences as lists (so that overrides can set)."""
-    if isinstance(data, Mapping):
-        return {k: to_plain(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [to_plain(v) for v in data]
-    return data
 
 
 def load_config(

@@ -39,7 +39,7 @@ class Tally:
         self.sums["samples"] += size
         self.sums["correct"] += float((predictions == truth).sum())
         if out.loss is not None:
-            self.sums["loss"] += float(out.loss) * size
+            self.sums["loss"] += float(out.loss.detach()) * size
         for key, value in out.stats.items() if layer_stats else ():
             self.sums[key] += float(value) * (1 if key in COUNTS else size)
         np.add.at(self.confusion, (truth, predictions), 1)

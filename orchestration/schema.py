@@ -160,17 +160,18 @@ def from_dict(cls: type[T], data: Any, source: str = "config") -> T:
     return instance
 
 
+def to_plain(data: Any) -> Any:
+    """A deep copy with mappings as dicts and sequences as lists (what YAML and JSON hold)."""
+    if isinstance(data, Mapping):
+        return {k: to_plain(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [to_plain(v) for v in data]
+    return data
+
+
 def to_dict(instance: Any) -> dict[str, Any]:
     """Plain data (tuples as lists) that `from_dict` reads back to an equal instance."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(dataclasses.asdict(instance))
+    return to_plain(dataclasses.asdict(instance))
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -65,13 +65,9 @@ class RaySession:
     """Inside a Ray Train worker: datasets `train` (split equally) and `val` (whole)."""
 
     def __init__(self, config: ExperimentConfig, progress_bars: bool) -> None:
-        import logging
-
         import ray.train
         import ray.train.torch
 
-        # Ray Train logs every report and checkpoint at INFO; our epoch line says it once.
-        logging.getLogger("ray.train").setLevel(logging.WARNING)
         self.progress_bars = progress_bars
 
         context = ray.train.get_context()

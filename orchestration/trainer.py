@@ -22,9 +22,10 @@ else starts a local one.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -47,7 +48,6 @@ class TrainResult:
     run_id: str
     tracking_uri: str
     tracking_problem: str | None = None  # set when the store dropped and epochs are missing
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The JSON line of `hm2bp train --json` / `hm2bp demo --json`."""
@@ -62,7 +62,6 @@ class TrainResult:
             "run_id": self.run_id,
             "tracking_uri": self.tracking_uri,
             "tracking_problem": self.tracking_problem,
-            **self.extra,
         }
 
 
@@ -106,7 +105,14 @@ def build_trainer(
     (a Tune driver passes `TuneReportCallback()`)."""
     from hm2bp.orchestration.batches import columns
     from hm2bp.pipelines.dataset import read_shards
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
     gpus = config.scaling.gpus_per_worker
@@ -132,6 +138,8 @@ def build_trainer(
             failure_config=FailureConfig(max_failures=config.scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks) or None,
+            # Ray Train logs every report and checkpoint at INFO; our epoch line says it once.
+            logging_config=LoggingConfig(log_level="WARNING"),
             # Without Ray Train's print patch a worker's line reaches the driver once, not twice.
             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         ),
@@ -177,19 +185,25 @@ def train(
 ) -> TrainResult:
     """Train `config` on Ray (joining the cluster `ray.init()` finds); see the module docstring."""
     import ray
+    import ray.data
 
     config = resolved(config)
     manifest = check_against_manifest(config)
     run = open_tracking(config, manifest, config_text, parent_run_id)
     if not ray.is_initialized():
         ray.init()
+    # Ray Data's per-operator bars and log lines would bury the epoch lines; ours show progress.
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     trainer = build_trainer(
         config, manifest, run, ray.cluster_resources().get("CPU", 1.0), callbacks
     )
     try:
         result = trainer.fit()
     except BaseException:
-        tracking.finish_run(run, failed=True)
+        with contextlib.suppress(Exception):  # a failing store must not hide the training error
+            tracking.finish_run(run, failed=True)
         raise
     run_folder = f"{config.run.storage_path.rstrip('/')}/{config.run.name}"
     # Ray gives the path inside the storage filesystem; rebuild it from the run folder (a URI

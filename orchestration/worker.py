@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from hm2bp.orchestration.batches import batch_spikes, columns, sample_ids, to_device
+from hm2bp.orchestration.boosting import SampleBoosting, training_ids
 from hm2bp.orchestration.config import ExperimentConfig, config_from_dict, network_spec, to_dict
 from hm2bp.orchestration.metrics import Tally, distributed, peak_memory_mb, reduce_max
 from hm2bp.orchestration.session import LocalSession, RaySession, Session
@@ -115,7 +116,7 @@ def _state(config, manifest, model, optimizer, boosting, epoch, history, confusi
         "confusion": confusion.tolist(),
         "classes": list(manifest.classes),
         "boosting": None if boosting is None else boosting.state_dict(),
-        "trained_on": {"device": str(device), "backend": model.backend},
+        "trained_on": {"device": str(device), "backend": model.backend.name},
     }
 
 
@@ -160,15 +161,48 @@ def train_epoch(model, optimizer, session, config, manifest, boosting, epoch) ->
 
 
 def _build(config: ExperimentConfig, manifest: Manifest, device: torch.device):
-    from hm2bp.kernels.boosting import Boosting
     from hm2bp.kernels.network import Network
     from hm2bp.kernels.schedule import build_optimizer
 
     dtype = getattr(torch, config.train.dtype)
     model = Network(network_spec(config.network), seed=config.seed, dtype=dtype, device=device)
-    optimizer = build_optimizer(model)
-    boosting = Boosting(config.network.n_classes) if config.boosting else None
+    optimizer = build_optimizer(model, lr=config.optimizer.lr)
+    boosting = None
+    if config.boosting:
+        ids = training_ids(config.data.shards, manifest, config.data.train_split)
+        boosting = SampleBoosting(ids, config.network.n_classes)
     return model, optimizer, boosting
+
+
+def run_epoch(model, network, optimizer, session, config, manifest, boosting, epoch):
+    """One epoch on every worker: train on this worker's share, validate on its part of the val
+    set, add both up across workers. Returns `(metrics, validation confusion matrix)`."""
+    from hm2bp.kernels.schedule import set_lr
+
+    set_lr(optimizer, learning_rate(config, epoch))
+    started = time.perf_counter()
+    model.train()
+    train = train_epoch(model, optimizer, session, config, manifest, boosting, epoch)
+    train_seconds = time.perf_counter() - started
+    batches = session.val_batches(config.train.eval_batch_size, columns(config, train=False))
+    val = validate(network, batches, config, manifest, session.device)
+    train, val = train.reduced(session.device), val.reduced(session.device)
+    timing = reduce_max(
+        {
+            "epoch_seconds": time.perf_counter() - started,
+            "train_seconds": train_seconds,
+            "peak_memory_mb": peak_memory_mb(session.device),
+        },
+        session.device,
+    )
+    metrics = {
+        **train.metrics("train_"),
+        **val.metrics("val_"),
+        "lr": optimizer.param_groups[0]["lr"],
+        "samples_per_s": train.sums["samples"] / max(timing.pop("train_seconds"), 1e-9),
+        **timing,
+    }
+    return metrics, val.confusion
 
 
 def run_training(
@@ -181,52 +215,24 @@ def run_training(
     network, optimizer, boosting = _build(config, manifest, device)
     start, history, confusion = _restore(session, config, network, optimizer, boosting)
     model = network
-    if distributed():
+    if distributed():  # Ray Train made the process group: gloo on CPU, NCCL on GPU
         ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(
-            network, device_ids=ids, broadcast_buffers=False
-        )
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
     logger = EpochLogger(tracking) if tracking is not None and session.rank == 0 else None
     if logger is not None:
         logger.sync(history)  # epochs checkpointed before a restart but not yet logged
     for epoch in range(start, config.train.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, epoch)
-        started = time.perf_counter()
-        model.train()
-        train = train_epoch(model, optimizer, session, config, manifest, boosting, epoch)
-        train_seconds = time.perf_counter() - started
-        val = validate(
-            network,
-            session.val_batches(config.train.eval_batch_size, columns(config, train=False)),
-            config,
-            manifest,
-            device,
+        metrics, confusion = run_epoch(
+            model, network, optimizer, session, config, manifest, boosting, epoch
         )
-        train, val = train.reduced(device), val.reduced(device)
-        timing = reduce_max(
-            {
-                "epoch_seconds": time.perf_counter() - started,
-                "train_seconds": train_seconds,
-                "peak_memory_mb": peak_memory_mb(device),
-            },
-            device,
-        )
-        metrics = {
-            **train.metrics("train_"),
-            **val.metrics("val_"),
-            "lr": optimizer.param_groups[0]["lr"],
-            "samples_per_s": train.sums["samples"] / max(timing.pop("train_seconds"), 1e-9),
-            **timing,
-        }
         history.append(metrics)
-        confusion = val.confusion
-        state = _state(
-            config, manifest, network, optimizer, boosting, epoch + 1, history, confusion, device
-        )
-        session.report(metrics, state if session.rank == 0 else None, epoch + 1)
+        state = None
+        if session.rank == 0:
+            state = _state(config, manifest, network, optimizer, boosting, epoch + 1, history,
+                           confusion, device)  # fmt: skip
+        session.report(metrics, state, epoch + 1)  # a barrier: every rank reports
         if logger is not None:
-            logger.sync(history)
+            logger.sync(history)  # after the checkpoint, so each epoch is logged exactly once
         if session.rank == 0:
             print(_epoch_line(epoch, config.train.epochs, metrics), flush=True)
     if logger is not None and history:

@@ -1,0 +1,108 @@
+"""Accuracy and confusion matrix of a checkpoint on any shard set, on any device.
+
+The checkpoint holds the experiment config and the weights by name (`layers.<i>.weight`, saved
+on the CPU), so a model trained with the Triton backend on a GPU evaluates with the reference
+backend on a CPU, or the other way round (`HM2BP_BACKEND` or the device picks the backend). The
+shards are checked against the checkpoint's config first (T, input count, classes, encoder), as for
+training, and read in this process with pyarrow: no Ray is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from hm2bp.orchestration.batches import columns
+from hm2bp.orchestration.checkpoint import load_state
+from hm2bp.orchestration.config import config_from_dict, manifest_problems, network_spec
+from hm2bp.orchestration.schema import ConfigError
+from hm2bp.orchestration.session import LocalSession
+from hm2bp.orchestration.worker import validate
+from hm2bp.pipelines.manifest import read_manifest
+from hm2bp.pipelines.storage import absolute
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float
+    loss: float
+    samples: int
+    split: str
+    classes: list[str]
+    confusion: list[list[int]]  # [true class][predicted class]
+    checkpoint: str
+    shards: str
+    device: str
+    backend: str
+    trained_on: dict[str, str]
+
+    def summary(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def format(self) -> str:
+        width = max(len(c) for c in self.classes)
+        rows = [
+            f"{name:>{width}} | " + " ".join(f"{n:4d}" for n in row)
+            for name, row in zip(self.classes, self.confusion, strict=True)
+        ]
+        return "\n".join(
+            [
+                f"accuracy {self.accuracy:.4f} on {self.samples} samples of split {self.split!r} "
+                f"in {self.shards}",
+                f"loss {self.loss:.3f}; evaluated on {self.device} ({self.backend} backend), "
+                f"trained on {self.trained_on.get('device')} ({self.trained_on.get('backend')})",
+                "confusion matrix (true class down, predicted across):",
+                *rows,
+            ]
+        )
+
+
+def evaluate(
+    checkpoint: str,
+    shards: str,
+    split: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 256,
+) -> Evaluation:
+    """Evaluate the checkpoint (its folder or `checkpoint.pt`) on `split` of `shards` (default:
+    the config's validation split)."""
+    from hm2bp.kernels.network import Network
+
+    state = load_state(absolute(checkpoint))
+    config = config_from_dict(state["config"], source=f"{checkpoint} (its config)")
+    split = split or config.data.val_split
+    shards = absolute(shards)
+    config = replace(
+        config, data=replace(config.data, shards=shards, train_split=split, val_split=split)
+    )
+    manifest = read_manifest(shards)
+    problems = manifest_problems(config, manifest)
+    if not problems and list(manifest.classes) != list(state["classes"]):
+        problems.append(
+            f"classes: the shards have {list(manifest.classes)} (the checkpoint was trained on "
+            f"{list(state['classes'])})"
+        )
+    if problems:
+        raise ConfigError(problems, f"checkpoint {checkpoint} against the shards in {shards}")
+    dtype = getattr(torch, config.train.dtype)
+    network = Network(network_spec(config.network), dtype=dtype, device=device)
+    network.load_state_dict(state["model"])
+    network.eval()
+    session = LocalSession(config, manifest, device)
+    batches = session.val_batches(batch_size, columns(config, train=False))
+    tally = validate(network, batches, config, manifest, session.device)
+    metrics = tally.metrics("")
+    return Evaluation(
+        accuracy=metrics["accuracy"],
+        loss=metrics["loss"],
+        samples=int(tally.sums["samples"]),
+        split=split,
+        classes=list(manifest.classes),
+        confusion=tally.confusion.tolist(),
+        checkpoint=checkpoint,
+        shards=shards,
+        device=str(session.device),
+        backend=network.backend.name,
+        trained_on=dict(state["trained_on"]),
+    )

@@ -1,0 +1,143 @@
+"""Experiment configs: every shipped YAML loads; overrides; refusals; the check against shards."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hm2bp.kernels.spec import NetworkSpec
+from hm2bp.orchestration.config import (
+    ConfigError,
+    config_from_dict,
+    load_config,
+    manifest_problems,
+    network_spec,
+    parse_override,
+)
+from hm2bp.pipelines.manifest import Manifest, ShardEntry
+from hm2bp.tests.conftest import PROJECT_ROOT
+
+CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+DEMO = PROJECT_ROOT / "configs" / "demo.yaml"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_loads_opens_with_its_command_and_builds_a_network(path: Path):
+    config = load_config(path)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# hm2bp "), f"{path.name} must open with its run command"
+    spec = network_spec(config.network)
+    assert isinstance(spec, NetworkSpec) and spec.n_classes == config.network.n_classes
+    assert spec.n_inputs == config.network.n_inputs
+
+
+def test_shipped_configs_cover_the_paper_rows_and_the_slices():
+    names = {p.stem for p in CONFIGS}
+    assert {
+        "demo",
+        "mnist_mlp",
+        "nmnist_mlp",
+        "mnist_cnn",
+        "emnist_balanced",
+        "ti46_alpha",
+    } <= names
+    assert {"mnist_slice", "nmnist_slice", "fsdd"} <= names
+
+
+def test_paper_rows_keep_the_reference_hyperparameters():
+    mlp = load_config(PROJECT_ROOT / "configs" / "mnist_mlp.yaml")
+    assert [layer.threshold for layer in mlp.network.layers] == [
+        20,
+        8,
+    ]  # spec 5: the log's output nu
+    assert (mlp.network.reg_lambda, mlp.network.reg_beta, mlp.data.T) == (10, 0.04, 400)
+    cnn = load_config(PROJECT_ROOT / "configs" / "mnist_cnn.yaml")
+    assert [layer.threshold for layer in cnn.network.layers] == [5, 2, 12, 4, 10, 10]
+    assert (cnn.optimizer.schedule, cnn.network.reg_lambda) == ("cnn", 0)
+    assert cnn.data.reencode and cnn.data.augment
+    nmnist = load_config(PROJECT_ROOT / "configs" / "nmnist_mlp.yaml")
+    assert (nmnist.network.n_inputs, nmnist.data.T, nmnist.network.reg_beta) == (2312, 540, 0.01)
+
+
+def test_overrides_apply_by_dotted_path_with_yaml_values():
+    config = load_config(
+        DEMO, ["optimizer.lr=5e-4", "network.layers.0.threshold=15", "train.boosting=true"]
+    )
+    assert config.optimizer.lr == 0.0005
+    assert config.network.layers[0].threshold == 15.0
+    assert config.train.boosting is True and config.boosting is True
+    assert parse_override("scaling.cpus_per_worker=null") == ("scaling.cpus_per_worker", None)
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("optimizer.lr")
+
+
+def test_bad_values_and_keys_are_refused_together_naming_the_file():
+    data = yaml.safe_load(DEMO.read_text())
+    data["network"]["layers"][1]["kind"] = "softmax"
+    data["train"]["batch_size"] = 0
+    data["scaling"]["gpus"] = 1
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data, ["data.encoder=poisson"], source="demo.yaml")
+    assert caught.value.problems == [
+        "data.encoder: got 'poisson' (expected one of rate, event_binning, cochlea_bsa)",
+        "network.layers.1.kind: got 'softmax' (expected one of fc, conv, pool, output)",
+        "train.batch_size: got 0 (expected >= 1)",
+        "scaling.gpus: unknown key (expected one of cpus_per_worker, gpus_per_worker, "
+        "max_failures, workers)",
+    ]
+    assert str(caught.value).startswith("demo.yaml: 4 problems")
+
+
+def test_cross_field_rules():
+    data = yaml.safe_load(DEMO.read_text())
+    data["data"]["augment"] = True
+    data["network"]["layers"] = [{"kind": "output", "size": 10, "threshold": 8}, {"kind": "fc"}]
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data)
+    assert caught.value.problems == [
+        "data.augment: true needs reencode: true (the warp acts on raw pixels)",
+        "network.layers.1.threshold: missing (expected float)",
+    ]
+    data["network"]["layers"][1]["threshold"] = 5
+    data["data"]["augment"] = False
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data)
+    assert caught.value.problems == [
+        "network.layers.1.size: got 0 (a fc layer needs size >= 1)",
+    ]
+
+
+def test_boosting_defaults_to_on_only_for_one_worker_at_batch_one():
+    base = load_config(DEMO)
+    assert not base.boosting  # 2 workers
+    assert load_config(DEMO, ["scaling.workers=1", "train.batch_size=1"]).boosting
+    assert not load_config(DEMO, ["scaling.workers=1", "train.batch_size=4"]).boosting
+
+
+def _manifest(**changes) -> Manifest:
+    values = dict(
+        format=1, dataset="digits", kind="image", classes=tuple("0123456789"),
+        input_shape=(8, 8), T=100, dt_ms=1.0, encoder="rate",
+        encoder_params={"T": 100, "dt_ms": 1.0, "scale": 5.5}, seed=0, split="ratio:0.8",
+        keep_pixels=False, reader="digits", reader_options={}, note="", source_labels=(),
+        sources={}, software={},
+        shards=(ShardEntry("train-00000.parquet", "train", 1, 1, "x"),
+                ShardEntry("val-00000.parquet", "val", 1, 1, "x")),
+    )  # fmt: skip
+    return Manifest(**{**values, **changes})
+
+
+def test_config_is_checked_against_the_manifest():
+    config = load_config(DEMO)
+    assert manifest_problems(config, _manifest()) == []
+    bad = _manifest(T=400, encoder="event_binning", input_shape=(28, 28), classes=tuple("ab"))
+    assert manifest_problems(load_config(DEMO, ["data.reencode=true"]), bad) == [
+        "data.T: got 100 (the shards have T=400)",
+        "data.encoder: got 'rate' (the shards were encoded with 'event_binning')",
+        "network.input_shape: got [64] = 64 inputs (the shards have input_shape [28, 28] = 784 "
+        "inputs)",
+        "network.layers.1.size: got 10 outputs (the shards have 2 classes)",
+        "data.reencode: true, but the shards hold no raw pixels (convert with --keep-pixels)",
+    ]
+    assert manifest_problems(load_config(DEMO, ["data.val_split=test"]), _manifest()) == [
+        "data.val_split: got 'test' (the shards have splits train, val)"
+    ]

@@ -1,0 +1,152 @@
+"""The Ray Train driver: its configuration (GPU branch included, without starting it), and end to
+end on a real local Ray and MLflow store: two workers, the run read back with `MlflowClient`,
+resume on rerun, and a worker killed mid-training."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+from hm2bp.orchestration import cli
+from hm2bp.orchestration.config import ConfigError
+from hm2bp.orchestration.trainer import (
+    build_trainer,
+    check_against_manifest,
+    cpus_per_worker,
+    resolved,
+    train,
+)
+from hm2bp.tests.small_run import (
+    DEMO,
+    convert_small_digits,
+    descendant_pids,
+    small_config,
+    small_overrides,
+)
+from mlflow.tracking import MlflowClient
+
+
+@pytest.fixture(scope="module")
+def shards(ray_local, tmp_path_factory):
+    return convert_small_digits(tmp_path_factory.mktemp("digits"))
+
+
+def test_cpus_per_worker_leave_one_cpu_for_ray_data(tmp_path):
+    config = small_config("x", tmp_path)  # 2 workers
+    assert cpus_per_worker(config, cluster_cpus=2) == 0.5  # the 2-core deadlock, avoided
+    assert cpus_per_worker(config, cluster_cpus=16) == 1.0
+    assert cpus_per_worker(small_config("x", tmp_path, "scaling.workers=4"), 2) == 0.25
+    assert cpus_per_worker(small_config("x", tmp_path, "scaling.cpus_per_worker=3"), 2) == 3.0
+
+
+def test_gpu_workers_get_nccl_and_a_gpu_each(shards, tmp_path):
+    config = resolved(small_config(shards, tmp_path, "scaling.gpus_per_worker=1"))
+    trainer = build_trainer(config, check_against_manifest(config), None, cluster_cpus=32)
+    assert trainer.scaling_config.use_gpu and trainer.scaling_config.num_workers == 2
+    assert trainer.scaling_config.resources_per_worker == {"CPU": 1.0, "GPU": 1.0}
+    assert trainer.backend_config.backend == "nccl"
+    cpu = build_trainer(resolved(small_config(shards, tmp_path)), check_against_manifest(config),
+                        None, cluster_cpus=2)  # fmt: skip
+    assert not cpu.scaling_config.use_gpu and cpu.backend_config.backend == "gloo"
+    assert cpu.scaling_config.resources_per_worker == {"CPU": 0.5}
+    assert cpu.run_config.failure_config.max_failures == 2
+    assert cpu.run_config.storage_path == str(tmp_path / "runs")
+
+
+def test_train_refuses_shards_that_do_not_fit_before_tracking(shards, tmp_path):
+    config = small_config(shards, tmp_path, "data.T=400", "network.layers.1.size=26")
+    with pytest.raises(ConfigError) as caught:
+        train(config)
+    assert caught.value.problems == [
+        "data.T: got 400 (the shards have T=50)",
+        "network.layers.1.size: got 26 outputs (the shards have 10 classes)",
+    ]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _json_line(out: str) -> dict:
+    """The driver's last line (Ray prefixes worker lines with `(RayTrainWorker pid=...)`; the
+    session's Ray stays up in tests, so those may trail)."""
+    own = [line for line in out.splitlines() if line and "pid=" not in line]
+    return json.loads(own[-1])
+
+
+def _train_cli(shards, root, capsys, *overrides) -> dict:
+    pairs = [arg for o in small_overrides(shards, root, *overrides) for arg in ("--set", o)]
+    assert cli.main(["train", str(DEMO), "--json", *pairs]) == 0
+    return _json_line(capsys.readouterr().out)
+
+
+@pytest.mark.e2e
+def test_two_workers_train_track_and_resume_on_rerun(shards, tmp_path, capsys):
+    summary = _train_cli(shards, tmp_path, capsys)
+    assert summary["epochs"] == 2 and summary["tracking_problem"] is None
+    assert summary["checkpoint"] == f"{tmp_path}/runs/demo/checkpoint_epoch_0002"
+    client = MlflowClient(summary["tracking_uri"])
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "demo"
+    assert run.data.params["scaling.workers"] == "2"
+    assert run.data.params["network.layers.0.size"] == "32"
+    assert run.data.params["data.shards"] == shards
+    history = client.get_metric_history(summary["run_id"], "val_accuracy")
+    assert [m.step for m in history] == [0, 1]
+    assert history[-1].value == summary["val_accuracy"] > 0.2
+    for key in ("train_loss", "fc0/silent_fraction", "output/mean_spikes", "samples_per_s",
+                "epoch_seconds", "peak_memory_mb", "lateral_guard_triggers"):  # fmt: skip
+        assert len(client.get_metric_history(summary["run_id"], key)) == 2, key
+    artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
+    assert {"config.yaml", "config_source.yaml", "manifest.json", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(summary["run_id"], "plots")}
+    assert plots == {"plots/learning_curves.png", "plots/confusion_matrix.png",
+                     "plots/output_raster.png"}  # fmt: skip
+
+    # The same run name again, with one more epoch: it resumes, in Ray Train and in MLflow.
+    again = _train_cli(shards, tmp_path, capsys, "train.epochs=3")
+    assert again["run_id"] == summary["run_id"] and again["epochs"] == 3
+    steps = [m.step for m in client.get_metric_history(summary["run_id"], "epoch")]
+    assert steps == [0, 1, 2]
+    first_two = [m.value for m in client.get_metric_history(summary["run_id"], "val_accuracy")]
+    assert first_two[:2] == [m.value for m in history]
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint(shards, tmp_path):
+    config = small_config(shards, tmp_path, "train.epochs=4", "run.name=fault")
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=train(config)))
+    thread.start()
+    first = tmp_path / "runs" / "fault" / "checkpoint_epoch_0001"
+    deadline = time.monotonic() + 300
+    while not first.exists() and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    victims = descendant_pids("ray::RayTrainWorker")
+    assert first.exists() and len(victims) == 2 and thread.is_alive()
+    os.kill(victims[0], signal.SIGKILL)  # fault injection: one worker dies
+    thread.join(timeout=600)
+    result = outcome["result"]
+    assert len(result.history) == 4 and result.tracking_problem is None
+    client = MlflowClient(result.tracking_uri)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    for key in ("epoch", "val_accuracy", "train_loss"):
+        steps = [m.step for m in client.get_metric_history(result.run_id, key)]
+        assert steps == [0, 1, 2, 3], key  # every epoch logged once, the restart included
+
+
+@pytest.mark.e2e
+def test_demo_converts_trains_two_workers_and_prints_json_last(ray_local, tmp_path, capsys):
+    """`hm2bp demo --json` as a user runs it, shortened to one epoch of a smaller network."""
+    overrides = ["train.epochs=1", "network.layers.0.size=32", f"tracking.uri={tmp_path}/m.db"]
+    args = ["demo", "--json", "--workdir", str(tmp_path)]
+    assert cli.main([*args, *[a for o in overrides for a in ("--set", o)]]) == 0
+    out = capsys.readouterr().out
+    summary = _json_line(out)
+    assert {"val_accuracy", "checkpoint", "run_id", "tracking_uri"} <= set(summary)
+    assert summary["checkpoint"] == f"{tmp_path}/runs/demo/checkpoint_epoch_0001"
+    assert summary["tracking_uri"] == f"sqlite:///{tmp_path}/m.db"
+    assert "samples  1797 (train 1438, val 359)" in out  # the held-out 20 %
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/m.db" in out
+    run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
+    assert run.data.params["data.shards"] == f"{tmp_path}/shards/digits"
+    assert run.data.metrics["val_accuracy"] == summary["val_accuracy"]

@@ -1,0 +1,133 @@
+"""The worker loop without Ray (`run_local`, what the GPU machine runs): checkpoints, resume,
+refusals, and evaluation of its checkpoints."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hm2bp.orchestration.checkpoint import latest_checkpoint, load_state
+from hm2bp.orchestration.config import ConfigError
+from hm2bp.orchestration.evaluate import evaluate
+from hm2bp.orchestration.worker import run_local
+from hm2bp.tests.small_run import convert_small_digits, small_config
+
+
+@pytest.fixture(scope="module")
+def shards(ray_local, tmp_path_factory):
+    return convert_small_digits(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory):
+    """Two epochs of one local worker: `(root folder, per-epoch metrics)`."""
+    root = tmp_path_factory.mktemp("local")
+    return root, run_local(small_config(shards, root, "scaling.workers=1"), shards, device="cpu")
+
+
+def test_run_local_reports_every_metric_and_checkpoints_each_epoch(trained):
+    root, history = trained
+    assert len(history) == 2
+    assert {"train_accuracy", "train_loss", "val_accuracy", "val_loss", "fc0/mean_spikes",
+            "fc0/silent_fraction", "output/mean_spikes", "output/silent_fraction",
+            "lateral_guard_triggers", "lr", "samples_per_s", "epoch_seconds",
+            "peak_memory_mb"} == set(history[-1])  # fmt: skip
+    assert history[-1]["val_accuracy"] > 0.3  # ten classes: chance is 0.1
+    state = load_state(latest_checkpoint(f"{root}/runs/demo"))
+    assert state["epoch"] == 2 and state["history"] == history
+    assert sum(map(sum, state["confusion"])) == 100  # every validation sample, once
+    assert sorted(p.name for p in Path(root, "runs", "demo").iterdir()) == [
+        "checkpoint_epoch_0001",
+        "checkpoint_epoch_0002",
+    ]
+
+
+def test_a_checkpoint_evaluates_on_its_own(trained, shards):
+    root, history = trained
+    result = evaluate(latest_checkpoint(f"{root}/runs/demo"), shards, device="cpu")
+    assert result.samples == 100 and result.accuracy == pytest.approx(history[-1]["val_accuracy"])
+    assert result.trained_on == {"device": "cpu", "backend": "reference"}
+    train = evaluate(latest_checkpoint(f"{root}/runs/demo"), shards, split="train")
+    assert train.samples == 400 and train.split == "train"
+
+
+def test_refusals_name_the_mismatch(trained, shards, ray_local):
+    from hm2bp.pipelines.convert import convert
+
+    root, _ = trained
+    other = small_config(shards, root, "scaling.workers=1", "network.layers.0.size=16")
+    with pytest.raises(ValueError, match="trained with a different `network` section"):
+        run_local(other, shards, device="cpu")
+    unfit = small_config(shards, root, "data.T=100")
+    with pytest.raises(ConfigError, match=r"data.T: got 100 \(the shards have T=50\)"):
+        run_local(unfit, shards, device="cpu")
+    coarse = str(root / "coarse")
+    convert("digits", out=coarse, T=20, split="range:train=0-9,val=10-19")
+    with pytest.raises(ConfigError, match=r"data.T: got 50 \(the shards have T=20\)"):
+        evaluate(latest_checkpoint(f"{root}/runs/demo"), coarse)
+
+
+def test_a_rerun_with_more_epochs_resumes_from_the_checkpoint(trained, shards):
+    root, history = trained
+    longer = small_config(shards, root, "scaling.workers=1", "train.epochs=3")
+    resumed = run_local(longer, shards, device="cpu")
+    assert len(resumed) == 3 and resumed[:2] == history  # epochs 1-2 came from the checkpoint
+    assert load_state(latest_checkpoint(f"{root}/runs/demo"))["epoch"] == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_gpu_checkpoint_evaluates_on_the_cpu(shards, tmp_path):
+    history = run_local(small_config(shards, tmp_path, "train.epochs=1"), shards, device="cuda")
+    result = evaluate(latest_checkpoint(f"{tmp_path}/runs/demo"), shards, device="cpu")
+    assert result.trained_on["device"].startswith("cuda") and result.device == "cpu"
+    assert result.accuracy == pytest.approx(history[-1]["val_accuracy"], abs=0.03)
+
+
+def test_the_cnn_row_reencodes_warped_pixels_each_epoch(ray_local, tmp_path):
+    """A small CNN on digits kept with raw pixels: training batches are re-encoded (fresh draws
+    after the reference's warp, spec 2.2); validation uses the stored spikes."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from hm2bp.orchestration.batches import batch_spikes
+    from hm2bp.pipelines.convert import convert
+    from hm2bp.pipelines.manifest import read_manifest
+
+    shards = str(tmp_path / "pixels")
+    convert("digits", out=shards, T=50, split="range:train=0-99,val=100-139", keep_pixels=True)
+    config = small_config(
+        shards,
+        tmp_path,
+        "scaling.workers=1",
+        "train.epochs=1",
+        "data.reencode=true",
+        "data.augment=true",
+        "network.input_shape=[1, 8, 8]",
+        "network.layers=[{kind: conv, size: 4, kernel: 3, threshold: 2, init_range: 0.5}, "
+        "{kind: pool, threshold: 1}, {kind: output, size: 10, threshold: 2}]",
+    )
+    manifest = read_manifest(shards)
+    rows = pq.read_table(f"{shards}/{manifest.shards[0].file}").slice(0, 6)
+    one = batch_spikes(rows, config, manifest, np.random.default_rng(1))[0]
+    two = batch_spikes(rows, config, manifest, np.random.default_rng(2))[0]
+    stored = batch_spikes(rows, config, manifest)[0]
+    assert one.shape == two.shape == stored.shape == (50, 6, 64)
+    assert set(np.unique(one)) <= {0, 1} and not one[0].any()  # no spike at t = 0 (spec 2.1)
+    assert not np.array_equal(one, two)  # fresh draws and warps
+    assert 0.5 < one.sum() / stored.sum() < 2  # the same rates, give or take the warp
+    history = run_local(config, shards, device="cpu")
+    assert len(history) == 1 and 0 <= history[0]["val_accuracy"] <= 1
+    assert {"conv0/mean_spikes", "pool0/silent_fraction"} <= set(history[0])
+
+
+def test_the_loop_imports_without_ray_or_mlflow():
+    """The GPU machine has torch, Triton, pyarrow, pyyaml, tqdm and matplotlib, but no ray, mlflow,
+    tonic or librosa: `run_local` and `evaluate` must import without them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hm2bp.orchestration.worker, hm2bp.orchestration.evaluate; "
+        "print([m for m in ('ray', 'mlflow', 'tonic', 'librosa') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
