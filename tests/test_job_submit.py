@@ -82,8 +82,9 @@ def ray_head(tmp_path):
         Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
 
 
-def test_a_submitted_training_job_succeeds_and_is_tracked(ray_head, tmp_path):
+def test_a_submitted_training_job_succeeds_and_is_tracked(ray_head, tmp_path, monkeypatch):
     from hm2bp.pipelines.convert import convert
+    from ray.job_submission import JobStatus, JobSubmissionClient
 
     address, env = ray_head
     convert("digits", out=str(tmp_path / "shards"), T=60, split="ratio:0.8", rows_per_shard=400)
@@ -102,12 +103,15 @@ def test_a_submitted_training_job_succeeds_and_is_tracked(ray_head, tmp_path):
         "tracking.experiment": "jobs",
     }
     submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address]
+    submit += ["--submission-id", "hm2bp-train"]
     submit += ["--working-dir", str(job_dir), "--", "python", "-m", "hm2bp.orchestration"]
     submit += ["train", "demo.yaml", "--json", *[f"--set={k}={v}" for k, v in overrides.items()]]
     env = {**env, "RAY_AUTH_MODE": "token"}  # Ray 2.60's head expects the job CLI's token
     done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "SUCCEEDED" in done.stdout + done.stderr
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    status = JobSubmissionClient(address).get_job_status("hm2bp-train")
+    assert status == JobStatus.SUCCEEDED
 
     summary = json.loads(
         next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{"))
