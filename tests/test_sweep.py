@@ -125,3 +125,15 @@ def test_two_trial_sweep_logs_a_parent_and_two_children(ray_local, tmp_path, mon
     assert {t["trial"] for t in summary["trials"]} == {
         c.info.run_name.removeprefix("lr-") for c in children
     }
+
+
+@pytest.mark.parametrize(("workers", "expected"), [(1, 0.9), (2, 0.45)])
+def test_trial_workers_leave_a_cpu_for_ray_data_beside_the_driver(workers, expected):
+    from hm2bp.orchestration.sweep import _with_trial_cpus
+
+    base = yaml.safe_load((PROJECT_ROOT / "configs" / "demo.yaml").read_text())
+    base["scaling"] = {"workers": workers}
+    config = _with_trial_cpus(config_from_dict(base), trial_cpus=2.0)
+    assert config.scaling.cpus_per_worker == pytest.approx(expected)
+    pinned = config_from_dict({**base, "scaling": {"workers": workers, "cpus_per_worker": 1.0}})
+    assert _with_trial_cpus(pinned, trial_cpus=2.0).scaling.cpus_per_worker == 1.0
