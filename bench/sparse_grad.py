@@ -12,7 +12,7 @@ import torch
 from hm2bp.kernels.sparse_grad import dense_weight_grad, gather_weight_grad
 
 ROWS, BATCH, N_IN, N_OUT = 400, 16, 784, 800
-DENSITIES = (0.001, 0.003, 0.01, 0.03, 0.1)
+DENSITIES = (0.0003, 0.001, 0.003, 0.01, 0.1)
 
 
 def seconds(fn, *args) -> float:

@@ -18,10 +18,12 @@ WeightGrad = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Above this non-zero fraction of gk the dense GEMM is used. Measured on the CPU (2 shared cores,
 # R*B = 6,400 rows, 784 -> 800, `bench/sparse_grad.py`, docs/benchmarks.md): torch's `index_add_`
-# adds one row per index, so the gather only breaks even near 0.1 % non-zeros (3x slower than the
-# GEMM at 0.1 % in float32, 6x at 1 %, 240x at 10 %); the MNIST hidden layer sits near 5-10 %
-# (2 o_i / T). Not measured on a GPU, where the Triton gather uses the same threshold.
-SPARSE_MAX_DENSITY = 0.001
+# adds one row per index, so the gather breaks even between 0.03 % and 0.1 % non-zeros (0.8x the
+# GEMM's time at 0.03 % in float32, 1.8x at 0.1 %, 5x at 1 %, 100x at 10 %), while the MNIST
+# hidden layer sits near 3 % (2 o_i / T, about 6 spikes per neuron at T = 400): the dense GEMM
+# stays the CPU's path for the paper's networks. Not measured on a GPU, where the Triton gather
+# uses the same threshold.
+SPARSE_MAX_DENSITY = 0.0005
 # Rows gathered at once by the torch gather: bounds its temporary `[chunk, N_in]` to ~64 MB in fp64.
 GATHER_ELEMENTS = 1 << 23
 
