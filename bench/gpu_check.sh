@@ -55,6 +55,7 @@ run() {
     } 2>&1 | tee "$out/env.txt"
 
     timeout 90 "$python" -m pytest -m gpu -q -p no:cacheprovider tests/test_triton_*.py \
+        tests/test_sparse_grad.py \
         2>&1 | tee "$out/gpu_tests.log" || failed=1
     timeout 120 "$python" bench/gpu_bench.py --out "$out/gpu_bench.md" \
         2>&1 | tee "$out/gpu_bench.log" || failed=1

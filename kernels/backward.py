@@ -21,6 +21,7 @@ from hm2bp.kernels.layers import Layer
 from hm2bp.kernels.neuron import ScanResult
 from hm2bp.kernels.output_error import OutputError
 from hm2bp.kernels.psp_kernel import kernel_stack
+from hm2bp.kernels.sparse_grad import WeightGrad, weight_grad
 from hm2bp.kernels.spec import NetworkSpec
 from hm2bp.kernels.traces import TraceScan, exp_trace, trace_stack
 
@@ -54,10 +55,12 @@ def hm2bp_gradients(
     output: OutputError,
     spec: NetworkSpec,
     scan: TraceScan = exp_trace,
+    fc_grad: WeightGrad = weight_grad,
 ) -> list[torch.Tensor]:
     """Gradients of the trained layers' weights, in layer order, top layer first in the math.
 
-    The first layer after the data computes no preDelta (spec section 4.7).
+    The first layer after the data computes no preDelta (spec section 4.7). `scan` and `fc_grad`
+    are the backend's trace scan and fc weight gradient.
     """
     delta = output.delta
     grads: list[torch.Tensor] = []
@@ -69,7 +72,16 @@ def hm2bp_gradients(
             kernels = (record.scan.k_main, record.scan.k_m, record.scan.k_s)
             counts, lateral = record.scan.counts, None
         grad, delta = layer_backward(
-            layer, record, kernel_stack(*kernels), counts, delta, lateral, index > 0, spec, scan
+            layer,
+            record,
+            kernel_stack(*kernels),
+            counts,
+            delta,
+            lateral,
+            index > 0,
+            spec,
+            scan,
+            fc_grad,
         )
         if grad is not None:
             grads.append(grad)
@@ -86,12 +98,15 @@ def layer_backward(
     need_previous: bool,
     spec: NetworkSpec,
     scan: TraceScan = exp_trace,
+    fc_grad: WeightGrad = weight_grad,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(weight gradient or None, delta of the layer below `[B, N_in]` or None) of one layer.
 
     `kernel` `[P*T, B, N_out]` is the post factor of the S-PSP (`psp_kernel.kernel_stack`),
     `counts` `[B, N_out]` the post counts it belongs to, `delta` `[B, N_out]` the error handed down
-    (the output error for the top layer).
+    (the output error for the top layer). fc and output layers take the S-PSP part of their weight
+    gradient from `fc_grad` (a sparse gather over gk's non-zeros when K is sparse enough,
+    `sparse_grad.py`); conv layers from cuDNN's `conv2d_weight`.
     """
     trained = layer.spec.trained
     if not trained and not need_previous:
@@ -107,7 +122,10 @@ def layer_backward(
         side = side_effect(layer, record, kernel, counts, spec, scan)
         g = delta * (1.0 + side) * (1.0 if lateral is None else lateral)
         batch = delta.shape[0]
-        grad = layer.weight_grad(traces.flatten(0, 1), (g * kernel).flatten(0, 1))
+        if layer.spec.kind in ("fc", "output"):
+            grad = fc_grad(traces, g * kernel)
+        else:
+            grad = layer.weight_grad(traces.flatten(0, 1), (g * kernel).flatten(0, 1))
         grad = grad + SILENT_POST_EFFECT * layer.weight_grad(pre_active, g * post_silent)
         grad = grad / batch + regulariser(layer.weight, spec)
     if not need_previous:

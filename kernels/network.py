@@ -161,7 +161,9 @@ class Network(nn.Module):
 
         def gradients() -> list[torch.Tensor]:
             with torch.no_grad():
-                return hm2bp_gradients(layers, records, error, self.spec, self._trace)
+                return hm2bp_gradients(
+                    layers, records, error, self.spec, self._trace, self.backend.weight_grad
+                )
 
         return _HM2BPGradient.apply(error.loss, gradients, *weights)
 

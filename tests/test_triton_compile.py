@@ -23,7 +23,7 @@ import json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from hm2bp.kernels import triton_scan, triton_traces
+from hm2bp.kernels import triton_grad, triton_scan, triton_traces
 from hm2bp.kernels.triton_launch import launch_options
 
 target = GPUTarget("cuda", 90, 32)
@@ -47,6 +47,11 @@ for dtype in ("fp32", "fp64"):
     source = ASTSource(triton_traces.exp_trace_fwd_kernel, signature, constexprs={"BLOCK": 256})
     kernel = triton.compile(source, target=target, options=launch_options(256))
     found[f"trace-{dtype}"] = kernel.asm["ptx"]
+    signature = {"traces": "*" + dtype, "values": "*" + dtype, "rows": "*i64", "offsets": "*i64",
+                 "out": "*" + dtype, "N_IN": "i32", "BLOCK": "constexpr"}
+    source = ASTSource(triton_grad.gather_grad_kernel, signature, constexprs={"BLOCK": 256})
+    kernel = triton.compile(source, target=target, options=launch_options(256))
+    found[f"grad-{dtype}"] = kernel.asm["ptx"]
 found["version"] = triton.__version__
 json.dump(found, sys.stdout)
 """
@@ -69,7 +74,7 @@ def test_kernels_compile_for_sm90_without_fma_or_approximate_division(triton_pat
     version = ptx.pop("version")
     if triton_path:
         assert not version.startswith("3.9"), f"{triton_path} did not take precedence"
-    assert len(ptx) == 6
+    assert len(ptx) == 8
     for name, text in ptx.items():
         assert ".target sm_90" in text, name
         assert "div.full" not in text and "div.approx" not in text, name

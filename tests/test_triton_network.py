@@ -87,9 +87,10 @@ def test_cuda_devices_get_the_triton_backend(monkeypatch):
     monkeypatch.delenv("HM2BP_BACKEND", raising=False)
     assert select_backend("cuda") == "triton" and select_backend("cpu") == "reference"
     backend = load_backend("triton")
-    assert (backend.lif_scan, backend.exp_trace) == (
+    assert (backend.lif_scan, backend.exp_trace, backend.weight_grad) == (
         triton_backend.lif_scan,
         triton_backend.exp_trace,
+        triton_backend.weight_grad,
     )
     monkeypatch.setenv("HM2BP_BACKEND", "triton")
     assert Network(SPECS["mlp"]).backend.name == "triton"
