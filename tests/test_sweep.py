@@ -94,7 +94,11 @@ def test_two_trial_sweep_logs_a_parent_and_two_children(ray_local, tmp_path, mon
     path = _write_sweep(
         tmp_path,
         {"optimizer.lr": {"grid": [3e-3, 1e-4]}},
-        scheduler={"name": "asha", "grace_period": 1},
+        # ASHA with its first rung at the last epoch: the scheduler runs, but stops no trial. A
+        # stopped trial's Train run is ended from outside and its resources are freed by Ray
+        # Train's placement-group cleaner, which fails where several Ray instances share a
+        # machine (it cannot tell which to ask), so the next trial could wait forever.
+        scheduler={"name": "asha", "grace_period": 2},
     )
     overrides = [
         f"data.shards={tmp_path / 'shards'}",
@@ -120,8 +124,8 @@ def test_two_trial_sweep_logs_a_parent_and_two_children(ray_local, tmp_path, mon
     assert sorted(float(c.data.params["optimizer.lr"]) for c in children) == [1e-4, 3e-3]
     for child in children:
         epochs = client.get_metric_history(child.info.run_id, "val_accuracy")
-        assert 1 <= len(epochs) <= 2  # ASHA may stop the worse trial after its first epoch
-        assert child.info.status in {"FINISHED", "KILLED"}
+        assert len(epochs) == 2
+        assert child.info.status == "FINISHED"
     assert {t["trial"] for t in summary["trials"]} == {
         c.info.run_name.removeprefix("lr-") for c in children
     }
