@@ -26,9 +26,12 @@ def _write_sweep(folder: Path, search: dict, **settings) -> Path:
     return path
 
 
-def test_the_shipped_demo_sweep_loads():
-    sweep = load_sweep(PROJECT_ROOT / "configs" / "demo_sweep.yaml")
-    assert sweep.settings.scheduler.name == "asha"
+@pytest.mark.parametrize(
+    "path", sorted((PROJECT_ROOT / "configs").glob("*_sweep.yaml")), ids=lambda p: p.name
+)
+def test_shipped_sweeps_load_and_open_with_their_command(path):
+    sweep = load_sweep(path)
+    assert path.read_text().startswith(f"# hm2bp sweep configs/{path.name}")
     assert set(param_space(sweep.search)) == set(sweep.search)
 
 
