@@ -1,8 +1,9 @@
-"""Which implementation runs the hot parts (the LIF scan and the trace scans).
+"""Which implementation runs the hot parts (the LIF scan, the trace scans, the fc weight gradient).
 
-The torch reference (`neuron.lif_scan`, `traces.exp_trace`) runs on any device and in float64 and is
-the ground truth; the Triton backend lives in `kernels/triton_backend.py` (module attribute
-`lif_scan` and `exp_trace` with the same signatures) and is chosen on CUDA when it imports.
+The torch reference (`neuron.lif_scan`, `traces.exp_trace`, `sparse_grad.weight_grad`) runs on any
+device and in float64 and is the ground truth; the Triton backend lives in
+`kernels/triton_backend.py` (module attributes `lif_scan`, `exp_trace` and `weight_grad` with the
+same signatures) and is chosen on CUDA when it imports.
 `HM2BP_BACKEND=reference|triton` overrides the automatic choice.
 """
 
@@ -15,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 from hm2bp.kernels.neuron import lif_scan
+from hm2bp.kernels.sparse_grad import WeightGrad, weight_grad
 from hm2bp.kernels.traces import exp_trace
 
 BACKENDS = ("reference", "triton")
@@ -26,6 +28,7 @@ class Backend(NamedTuple):
     name: str
     lif_scan: Callable[..., object]
     exp_trace: Callable[[torch.Tensor, float], torch.Tensor]
+    weight_grad: WeightGrad
 
 
 def _triton_available() -> bool:
@@ -53,7 +56,7 @@ def load_backend(name: str | None = None, device: str | torch.device = "cpu") ->
     name = select_backend(device) if name is None else name
     _check_name(name, "backend")
     if name == "reference":
-        return Backend("reference", lif_scan, exp_trace)
+        return Backend("reference", lif_scan, exp_trace, weight_grad)
     try:
         module = importlib.import_module(TRITON_MODULE)
     except ImportError as error:
@@ -62,7 +65,7 @@ def load_backend(name: str | None = None, device: str | torch.device = "cpu") ->
             f"expected Triton installed and kernels/triton_backend.py present, "
             f"or use backend='reference'"
         ) from error
-    return Backend("triton", module.lif_scan, module.exp_trace)
+    return Backend("triton", module.lif_scan, module.exp_trace, module.weight_grad)
 
 
 def _check_name(name: str, where: str) -> None:

@@ -21,6 +21,7 @@ from hm2bp.kernels.layers import Layer
 from hm2bp.kernels.neuron import ScanResult
 from hm2bp.kernels.output_error import OutputError
 from hm2bp.kernels.psp_kernel import kernel_stack
+from hm2bp.kernels.sparse_grad import WeightGrad, weight_grad
 from hm2bp.kernels.spec import NetworkSpec
 from hm2bp.kernels.traces import TraceScan, exp_trace, trace_stack
 
@@ -54,10 +55,12 @@ def hm2bp_gradients(
     output: OutputError,
     spec: NetworkSpec,
     scan: TraceScan = exp_trace,
+    fc_grad: WeightGrad = weight_grad,
 ) -> list[torch.Tensor]:
     """Gradients of the trained layers' weights, in layer order, top layer first in the math.
 
-    The first layer after the data computes no preDelta (spec section 4.7).
+    The first layer after the data computes no preDelta (spec section 4.7). `scan` and `fc_grad`
+    are the backend's trace scan and fc weight gradient.
     """
     delta = output.delta
     grads: list[torch.Tensor] = []
@@ -69,7 +72,16 @@ def hm2bp_gradients(
             kernels = (record.scan.k_main, record.scan.k_m, record.scan.k_s)
             counts, lateral = record.scan.counts, None
         grad, delta = layer_backward(
-            layer, record, kernel_stack(*kernels), counts, delta, lateral, index > 0, spec, scan
+            layer,
+            record,
+            kernel_stack(*kernels),
+            counts,
+            delta,
+            lateral,
+            index > 0,
+            spec,
+            scan,
+            fc_grad,
         )
         if grad is not None:
             grads.append(grad)
@@ -86,17 +98,23 @@ def layer_backward(
     need_previous: bool,
     spec: NetworkSpec,
     scan: TraceScan = exp_trace,
+    fc_grad: WeightGrad = weight_grad,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(weight gradient or None, delta of the layer below `[B, N_in]` or None) of one layer.
 
     `kernel` `[P*T, B, N_out]` is the post factor of the S-PSP (`psp_kernel.kernel_stack`),
     `counts` `[B, N_out]` the post counts it belongs to, `delta` `[B, N_out]` the error handed down
-    (the output error for the top layer).
+    (the output error for the top layer). fc and output layers take the S-PSP part of their weight
+    gradient from `fc_grad` (a sparse gather over gk's non-zeros when K is sparse enough,
+    `sparse_grad.py`); conv layers from cuDNN's `conv2d_weight`.
     """
     trained = layer.spec.trained
+    if not trained and not need_previous:
+        return None, None
     # 1/nu once per fc/conv layer (spec 4.4); pooling divides by 4 instead (spec 4.8).
     delta = delta * (1.0 / layer.neuron.threshold if trained else POOL_SCALE)
-    traces = _traces(record.inputs, layer, spec, scan)
+    window = kernel.shape[0] != record.inputs.shape[0]  # P = 2: the window cut something
+    traces = _traces(record.inputs, layer, window, spec, scan)
     pre_active = (record.inputs.sum(dim=0) > 0).to(delta.dtype)
     post_silent = (counts == 0).to(delta.dtype)
     grad = None
@@ -104,7 +122,10 @@ def layer_backward(
         side = side_effect(layer, record, kernel, counts, spec, scan)
         g = delta * (1.0 + side) * (1.0 if lateral is None else lateral)
         batch = delta.shape[0]
-        grad = layer.weight_grad(traces.flatten(0, 1), (g * kernel).flatten(0, 1))
+        if layer.spec.kind in ("fc", "output"):
+            grad = fc_grad(traces, g * kernel)
+        else:
+            grad = layer.weight_grad(traces.flatten(0, 1), (g * kernel).flatten(0, 1))
         grad = grad + SILENT_POST_EFFECT * layer.weight_grad(pre_active, g * post_silent)
         grad = grad / batch + regulariser(layer.weight, spec)
     if not need_previous:
@@ -129,14 +150,15 @@ def side_effect(
     scan: TraceScan = exp_trace,
 ) -> torch.Tensor:
     """s `[B, N_out]` of spec section 4.5, from the traces of the layer's feed-forward current."""
-    filtered = _traces(record.current, layer, spec, scan)
+    window = kernel.shape[0] != record.current.shape[0]
+    filtered = _traces(record.current, layer, window, spec, scan)
     active = (kernel * filtered).sum(dim=0) / (layer.neuron.threshold * counts.clamp(min=1))
     silent = SILENT_SIDE_EFFECT * layer.row_sums() / layer.neuron.threshold
     return torch.where(counts > 0, active, silent)
 
 
-def _traces(x: torch.Tensor, layer: Layer, spec: NetworkSpec, scan: TraceScan) -> torch.Tensor:
-    """Pre traces `[P*T, B, N]` with the consuming layer's constants."""
-    return trace_stack(
-        x, layer.neuron, window=spec.window_emulated, physics_exact=spec.physics_exact, scan=scan
-    )
+def _traces(
+    x: torch.Tensor, layer: Layer, window: bool, spec: NetworkSpec, scan: TraceScan
+) -> torch.Tensor:
+    """Pre traces `[P*T, B, N]` with the consuming layer's constants, P matching the kernel's."""
+    return trace_stack(x, layer.neuron, window=window, physics_exact=spec.physics_exact, scan=scan)

@@ -28,7 +28,10 @@ class ScanResult(NamedTuple):
       S-PSP is e_ij = sum_t K_i(t) * D_j(t).
     - `k_m`, `k_s` `[T, B, N]`: with the exact 4*tau_m window emulation, the full kernels against
       the two pre traces: e_ij = sum_t k_m_i(t) * Xm_j(t) - sum_t k_s_i(t) * Xs_j(t), i.e. k_main
-      plus the window's excluded-part entries. None when the window is not emulated.
+      plus the window's excluded-part entries. None when the window is not emulated or cuts
+      nothing in this raster (no spike at t_f > 4 tau_m + 1, e.g. always for T <= 258): then
+      k_main alone is exact. Consumers pair P = 1 or 2 trace stacks accordingly
+      (`psp_kernel.kernel_stack`, `traces.trace_stack`).
     """
 
     spikes: torch.Tensor
@@ -65,21 +68,19 @@ def lif_scan(
     ref = torch.zeros(batch, n, dtype=torch.int32, device=current.device)
     spikes = current.new_zeros(steps, batch, n)
     for t in range(1, steps):
-        v = v * decay_m
-        a = a * decay_s
-        drive = current[t - 1]
+        v.mul_(decay_m)
+        a.mul_(decay_s)
+        a.add_(current[t - 1])
         if lateral != 0.0:
             previous = spikes[t - 1]
-            drive = drive - lateral * (previous.sum(dim=1, keepdim=True) - previous)
-        a = a + drive
-        v = v + a / neuron.tau_s
-        refractory = ref > 0
-        v = torch.where(refractory, torch.zeros_like(v), v)
-        ref = ref - refractory.to(ref.dtype)
+            a.sub_(lateral * (previous.sum(dim=1, keepdim=True) - previous))
+        v.add_(a / neuron.tau_s)
+        v.masked_fill_(ref > 0, 0.0)  # the refractory clamp acts after integration
+        ref.sub_(1).clamp_(min=0)
         fired = v > threshold
-        spikes[t] = fired.to(current.dtype)
-        ref = torch.where(fired, torch.full_like(ref, neuron.refractory), ref)
-        v = torch.where(fired, torch.zeros_like(v), v)
+        spikes[t] = fired
+        ref.masked_fill_(fired, neuron.refractory)
+        v.masked_fill_(fired, 0.0)  # v resets; the synaptic current a does not
     k_main, k_m, k_s = psp_kernel(spikes, neuron, window=window, physics_exact=physics_exact)
     return ScanResult(spikes, spikes.sum(dim=0), k_main, k_m, k_s)
 

@@ -102,7 +102,7 @@ def lateral_factor(
     traces = trace_stack(
         scan.spikes,
         neuron,
-        window=spec.window_emulated,
+        window=scan.k_m is not None,
         physics_exact=spec.physics_exact,
         scan=scan_fn,
     )

@@ -20,10 +20,11 @@ TraceScan = Callable[[torch.Tensor, float], torch.Tensor]
 def exp_trace(x: torch.Tensor, decay: float) -> torch.Tensor:
     """X(t) = decay * X(t-1) + x(t) over the leading (time) dimension of `x` `[T, ...]`."""
     out = torch.empty_like(x)
-    state = torch.zeros_like(x[0])
-    for t in range(x.shape[0]):
-        state = state * decay + x[t]
-        out[t] = state
+    if x.shape[0] == 0:
+        return out
+    out[0] = x[0]
+    for t in range(1, x.shape[0]):
+        torch.add(x[t], out[t - 1], alpha=decay, out=out[t])
     return out
 
 

@@ -38,6 +38,16 @@ def _commands() -> dict[str, Command]:
             _demo_arguments,
             _demo,
         ),
+        "sweep": (
+            "a Ray Tune sweep over full Ray Train runs, tracked as MLflow parent and child runs",
+            _sweep_arguments,
+            _sweep,
+        ),
+        "runs": (
+            "an MLflow experiment's runs side by side: differing params, final and best metrics",
+            _runs_arguments,
+            _runs,
+        ),
     }
 
 
@@ -218,6 +228,81 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"hm2bp demo: {err}", file=sys.stderr)
         return 1
     _report_run(result, args.json, ray_started)
+    return 0
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a sweep YAML file, e.g. configs/demo_sweep.yaml")
+    _set_and_json(parser)  # --set applies to the base experiment
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import ray
+    from hm2bp.orchestration.runs import collect_runs, format_table
+    from hm2bp.orchestration.schema import ConfigError
+    from hm2bp.orchestration.sweep import load_sweep, run_sweep
+    from hm2bp.orchestration.tracking import TrackingError
+
+    ray_started = not ray.is_initialized()
+    try:
+        sweep = load_sweep(args.config, args.overrides)
+        result = run_sweep(sweep)
+    except (ConfigError, FileNotFoundError, TrackingError) as err:
+        print(f"hm2bp sweep: {err}", file=sys.stderr)
+        return 1
+    if ray_started:
+        ray.shutdown()
+    experiment = sweep.config.tracking.experiment
+    children = [
+        row
+        for row in collect_runs(result.tracking_uri, experiment, sweep.settings.metric)
+        if row.parent_run_id == result.parent_run_id
+    ]
+    print(format_table(children, [sweep.settings.metric]))
+    if result.best_trial is not None:
+        metric = sweep.settings.metric
+        print(f"best trial {result.best_trial}: {metric} {result.best_value:.4f}")
+    print(f"compare: hm2bp runs --experiment {experiment} --tracking-uri {result.tracking_uri}")
+    if args.json:
+        print(json.dumps(result.summary(), default=str), flush=True)
+    return 0 if not any(t["error"] for t in result.trials) else 1
+
+
+def _runs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", required=True, help="the MLflow experiment name")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else ./mlflow.db in this directory)",
+    )
+    parser.add_argument("--sort", default="val_accuracy", help="metric to sort by (its best value)")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        help="metric column(s) to show (default: the sort metric and val_loss)",
+    )
+    parser.add_argument(
+        "--plot", help="also write every run's curve of the sort metric to this png"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hm2bp.orchestration.runs import collect_runs, format_table, plot_runs, rows_as_json
+    from hm2bp.orchestration.tracking import resolve_tracking_uri
+
+    try:
+        rows = collect_runs(resolve_tracking_uri(args.tracking_uri), args.experiment, args.sort)
+    except ValueError as err:
+        print(f"hm2bp runs: {err}", file=sys.stderr)
+        return 1
+    if args.plot:
+        print(f"comparison plot: {plot_runs(rows, args.sort, Path(args.plot))}")
+    if args.json:
+        print(rows_as_json(rows))
+    else:
+        print(format_table(rows, args.metric or [args.sort, "val_loss"]))
     return 0
 
 

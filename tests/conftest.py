@@ -12,8 +12,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Triton decides when a kernel is decorated (when `hm2bp.kernels.triton_*` is first imported)
+# whether it runs compiled or through its interpreter. Without CUDA only the interpreter can run
+# the kernels (on CPU tensors), so turn it on before any test module imports them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def shared_path(*parts: str) -> Path:

@@ -16,7 +16,10 @@ from hm2bp.orchestration.config import (
 from hm2bp.pipelines.manifest import Manifest, ShardEntry
 from hm2bp.tests.conftest import PROJECT_ROOT
 
-CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+# Experiments; sweep files (`*_sweep.yaml`, tests/test_sweep.py) name an experiment instead.
+CONFIGS = sorted(
+    p for p in (PROJECT_ROOT / "configs").glob("*.yaml") if not p.stem.endswith("_sweep")
+)
 DEMO = PROJECT_ROOT / "configs" / "demo.yaml"
 
 

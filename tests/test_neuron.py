@@ -9,17 +9,19 @@ import torch
 from hm2bp.kernels.neuron import FC_SLACK, lif_scan
 from hm2bp.kernels.psp_kernel import kernel_stack, psp_kernel
 from hm2bp.kernels.spec import NeuronConstants
-from hm2bp.kernels.traces import trace_stack
+from hm2bp.kernels.traces import pre_traces, trace_stack
 from hm2bp.tests.spsp_oracle import spsp_matrix
 
 
 def literal_lif(current: np.ndarray, neuron: NeuronConstants, slack: float, lateral: float):
-    """Spec section 1.1 for one sample `[T, N]`, neuron by neuron in Python floats."""
+    """Spec section 1.1 for one sample `[T, N]`, neuron by neuron in Python floats: the raster and
+    the sum over each neuron's spikes of v just before its reset."""
     steps, n = current.shape
     v = [0.0] * n
     a = [0.0] * n
     ref = [0] * n
     spikes = np.zeros((steps, n))
+    potential_at_spikes = np.zeros(n)
     for t in range(steps):
         for i in range(n):
             v[i] *= 1 - 1 / neuron.tau_m
@@ -35,9 +37,10 @@ def literal_lif(current: np.ndarray, neuron: NeuronConstants, slack: float, late
                 ref[i] -= 1
             if v[i] > neuron.threshold - slack:
                 spikes[t, i] = 1
+                potential_at_spikes[i] += v[i]
                 ref[i] = neuron.refractory
                 v[i] = 0.0
-    return spikes
+    return spikes, potential_at_spikes
 
 
 @pytest.mark.parametrize("lateral", [0.0, 1.0])
@@ -47,10 +50,25 @@ def test_scan_matches_the_literal_neuron(lateral):
     current = torch.rand(120, 3, 7, generator=gen, dtype=torch.float64) * 2.5
     result = lif_scan(current, neuron, FC_SLACK, lateral)
     for b in range(3):
-        expected = literal_lif(current[:, b].numpy(), neuron, FC_SLACK, lateral)
+        expected, _ = literal_lif(current[:, b].numpy(), neuron, FC_SLACK, lateral)
         np.testing.assert_array_equal(result.spikes[:, b].numpy(), expected)
     assert result.spikes.sum() > 50
     torch.testing.assert_close(result.counts, result.spikes.sum(0))
+
+
+def test_physics_exact_psp_adds_up_to_the_potential_at_each_spike():
+    """Spec section 3.4: sum_j w_ij e^ex_ij = sum_f v_i(t_f) just before the reset, exactly; the
+    sum over inputs is the physics-exact traces of the current (no lateral input here)."""
+    gen = torch.Generator().manual_seed(3)
+    neuron = NeuronConstants(threshold=2.0)
+    current = torch.rand(300, 1, 6, generator=gen, dtype=torch.float64) * 1.5
+    scan = lif_scan(current, neuron, 0.0, physics_exact=True)
+    xm, xs = pre_traces(current, neuron, physics_exact=True)
+    factorised = (scan.k_main * (xm - xs)).sum(dim=0)[0]
+    raster, expected = literal_lif(current[:, 0].numpy(), neuron, 0.0, 0.0)
+    np.testing.assert_array_equal(scan.spikes[:, 0].numpy(), raster)
+    assert raster.sum() > 20
+    np.testing.assert_allclose(factorised.numpy(), expected, rtol=1e-12)
 
 
 def test_refractory_clamp_and_one_step_lag():
@@ -116,11 +134,13 @@ def test_kernel_times_trace_is_the_literal_spsp(window, physics_exact):
         assert np.abs(unwindowed - literal).max() > 1e-6
 
 
-def test_scan_returns_window_kernels_only_when_emulated():
-    current = torch.rand(50, 2, 3, dtype=torch.float64) * 3
+def test_scan_returns_window_kernels_only_when_the_window_cuts():
     neuron = NeuronConstants(threshold=1.0)
-    assert lif_scan(current, neuron, FC_SLACK, window=False).k_m is None
-    windowed = lif_scan(current, neuron, FC_SLACK, window=True)
+    short = torch.rand(50, 2, 3, dtype=torch.float64) * 3
+    assert lif_scan(short, neuron, FC_SLACK, window=True).k_m is None  # T <= W + 2: no cut
+    long = torch.rand(300, 2, 3, dtype=torch.float64) * 3
+    assert lif_scan(long, neuron, FC_SLACK, window=False).k_m is None
+    windowed = lif_scan(long, neuron, FC_SLACK, window=True)
     assert windowed.k_m is not None and windowed.k_s is not None
 
 
