@@ -247,8 +247,8 @@ def _open_parent(sweep: Sweep, config: ExperimentConfig) -> tracking.RunRef:
 
 
 def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
-    """Log the best trial on the parent run, mark the children ASHA stopped as KILLED (their
-    driver was ended mid-run), close the parent."""
+    """Log the best trial on the parent run, close the children Tune stopped (KILLED when ASHA
+    cut them short), close the parent."""
     from mlflow.tracking import MlflowClient
 
     settings = sweep.settings
@@ -272,9 +272,15 @@ def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
     children = client.search_runs(
         [parent.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'"
     )
+    failed = {f"{settings.name}-{t['trial']}" for t in trials if t["error"]}
+    epochs = sweep.config.train.epochs
     for child in children:
-        if child.info.status == "RUNNING":
-            client.set_terminated(child.info.run_id, "KILLED")
+        if child.info.status == "FINISHED" or child.info.run_name in failed:
+            continue
+        # Tune ended this trial's driver from outside (ASHA, or a trial reaching max_t at its
+        # last report), so the run could not close itself: FINISHED if every epoch is logged.
+        logged = client.get_metric_history(child.info.run_id, tracking.EPOCH_METRIC)
+        client.set_terminated(child.info.run_id, "FINISHED" if len(logged) >= epochs else "KILLED")
     if best is not None:
         client.log_metric(parent.run_id, f"best_{settings.metric}", best[settings.metric])
         client.set_tag(parent.run_id, "hm2bp.best_trial", best["trial"])

@@ -108,6 +108,9 @@ def test_two_trial_sweep_logs_a_parent_and_two_children(ray_local, tmp_path, mon
         "data.T=60",
         "train.epochs=2",
         "scaling.workers=1",
+        # Ray Train may keep a finished trial's placement group for a while; with 0.4 CPU per
+        # worker the second trial still finds a whole CPU for Ray Data on a 2-CPU cluster.
+        "scaling.cpus_per_worker=0.4",
         f"run.storage_path={tmp_path / 'runs'}",
         "tracking.experiment=sweep-test",
     ]
