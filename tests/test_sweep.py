@@ -97,10 +97,8 @@ def test_two_trial_sweep_logs_a_parent_and_two_children(ray_local, tmp_path, mon
     path = _write_sweep(
         tmp_path,
         {"optimizer.lr": {"grid": [3e-3, 1e-4]}},
-        # ASHA with its first rung at the last epoch: the scheduler runs, but stops no trial. A
-        # stopped trial's Train run is ended from outside and its resources are freed by Ray
-        # Train's placement-group cleaner, which fails where several Ray instances share a
-        # machine (it cannot tell which to ask), so the next trial could wait forever.
+        # ASHA with its first rung at the last epoch: it stops each trial at its last report
+        # (max_t), from outside its Train run; the sweep still closes both children FINISHED.
         scheduler={"name": "asha", "grace_period": 2},
     )
     overrides = [
@@ -108,8 +106,9 @@ def test_two_trial_sweep_logs_a_parent_and_two_children(ray_local, tmp_path, mon
         "data.T=60",
         "train.epochs=2",
         "scaling.workers=1",
-        # Ray Train may keep a finished trial's placement group for a while; with 0.4 CPU per
-        # worker the second trial still finds a whole CPU for Ray Data on a 2-CPU cluster.
+        # A Train run stopped from outside leaves its placement group to Ray Train's cleaner,
+        # which needs the state API (no dashboard in these tests): with 0.4 CPU per worker
+        # the second trial still finds a whole CPU for Ray Data on a 2-CPU cluster.
         "scaling.cpus_per_worker=0.4",
         f"run.storage_path={tmp_path / 'runs'}",
         "tracking.experiment=sweep-test",
