@@ -60,12 +60,8 @@ class SweepSettings:
 class Sweep:
     settings: SweepSettings
     search: dict[str, Any]  # the YAML search section, as written
-    base: dict[str, Any]  # the base experiment with --set overrides applied, validated
+    config: ExperimentConfig  # the base experiment with --set overrides applied
     source: str  # the sweep file's text (an MLflow artifact of the parent run)
-
-    @property
-    def config(self) -> ExperimentConfig:
-        return config_from_dict(self.base)
 
 
 def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
@@ -91,9 +87,9 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
         raise FileNotFoundError(
             f"{path}: experiment {settings.experiment!r} not found at {experiment_path}"
         ) from None
-    base = to_dict(config_from_dict(base_data, list(overrides), source=str(experiment_path)))
-    _check_search(search, base, str(path))
-    return Sweep(settings, search, base, text)
+    config = config_from_dict(base_data, list(overrides), source=str(experiment_path))
+    _check_search(search, to_dict(config), str(path))
+    return Sweep(settings, search, config, text)
 
 
 def _check_search(search: Mapping[str, Any], base: dict[str, Any], source: str) -> None:
