@@ -35,7 +35,9 @@ class SampleBoosting:
     def __init__(self, ids: list[str], n_classes: int) -> None:
         self.index = {sample: i for i, sample in enumerate(ids)}
         self.boosting = Boosting(len(ids), n_classes)
-        self.votes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # This epoch's votes as plain ints: thousands of tiny tensors kept for an epoch pin the
+        # heap between each step's large temporaries (RSS grew ~1.9 MB per step at batch 1).
+        self.votes: tuple[list[int], list[int], list[int]] = ([], [], [])
 
     def _indices(self, ids: list[str]) -> torch.Tensor:
         return torch.tensor([self.index[sample] for sample in ids], dtype=torch.long)
@@ -47,21 +49,19 @@ class SampleBoosting:
     def record(self, ids: list[str], labels: torch.Tensor, predictions: torch.Tensor) -> None:
         vote = (self._indices(ids), labels.cpu().long(), predictions.cpu().long())
         self.boosting.record(*vote)
-        self.votes.append(vote)
+        for kept, values in zip(self.votes, vote, strict=True):
+            kept.extend(values.tolist())
 
     def end_epoch(self) -> None:
         """Take in the other workers' votes of this epoch, then update the weights."""
         if distributed():
-            mine = (
-                [torch.cat(parts) for parts in zip(*self.votes, strict=True)] if self.votes else []
-            )
             gathered: list = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, mine)
+            dist.all_gather_object(gathered, self.votes)
             for rank, votes in enumerate(gathered):
-                if rank != dist.get_rank() and votes:
-                    self.boosting.record(*votes)
+                if rank != dist.get_rank() and votes[0]:
+                    self.boosting.record(*(torch.tensor(v, dtype=torch.long) for v in votes))
         self.boosting.end_epoch()
-        self.votes = []
+        self.votes = ([], [], [])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.boosting.state_dict()
