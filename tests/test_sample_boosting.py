@@ -30,4 +30,3 @@ def test_two_workers_share_their_votes(tmp_path):
     epoch(single, range(len(IDS)))
     for rank in (0, 1):
         assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), single.weights(IDS))
-
