@@ -141,7 +141,7 @@ class TrainConfig:
     epochs: int = bounded(low=1)
     batch_size: int = bounded(1, low=1)  # per worker; the reference trained at 1 only
     # Validation keeps every layer's [T, B, N] record to compute its loss: at 256, T = 1000 and
-    # 800 neurons that peaked near 10 GiB per worker; 32 keeps the GEMMs as tall (B*T rows).
+    # 800 neurons that peaked near 10 GiB per worker; at 32 the GEMMs still have B*T >= 3,200 rows.
     eval_batch_size: int = bounded(32, low=1)
     # Boosting sample weights (spec 4.10). null: on only with one worker and batch_size 1, the
     # only setting where the reference's per-sample weights mean what they meant there.
