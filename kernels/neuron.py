@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 from hm2bp.kernels.psp_kernel import psp_kernel
 from hm2bp.kernels.spec import NeuronConstants
+from hm2bp.kernels.tensor_checks import check_float_tensor
 
 FC_SLACK = 1e-6
 """Threshold slack of fully connected, pooling and output layers: they fire at v > nu - 1e-6
@@ -58,7 +59,7 @@ def lif_scan(
     `lateral` = w0 adds lat_i(t) = -w0 * sum_{l != i} s_l(t) (output layer, spec section 1.2).
     `window` / `physics_exact` choose the S-PSP kernel returned with the spikes (`ScanResult`).
     """
-    _check_current(current, "current")
+    check_float_tensor("current", current, "[T, B, N]", dtypes=None)
     steps, batch, n = current.shape
     decay_m = 1.0 - 1.0 / neuron.tau_m
     decay_s = 1.0 - 1.0 / neuron.tau_s
@@ -83,12 +84,3 @@ def lif_scan(
         v.masked_fill_(fired, 0.0)  # v resets; the synaptic current a does not
     k_main, k_m, k_s = psp_kernel(spikes, neuron, window=window, physics_exact=physics_exact)
     return ScanResult(spikes, spikes.sum(dim=0), k_main, k_m, k_s)
-
-
-def _check_current(current: torch.Tensor, name: str) -> None:
-    if not isinstance(current, torch.Tensor):
-        raise TypeError(f"{name}: found {type(current).__name__}, expected a torch.Tensor")
-    if current.dim() != 3:
-        raise ValueError(f"{name}: found shape {tuple(current.shape)}, expected [T, B, N]")
-    if not current.is_floating_point():
-        raise TypeError(f"{name}: found dtype {current.dtype}, expected a floating dtype")

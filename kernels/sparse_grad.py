@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from hm2bp.kernels.tensor_checks import check_float_tensor
 
 WeightGrad = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -31,13 +32,8 @@ GATHER_ELEMENTS = 1 << 23
 def check_operands(traces: torch.Tensor, gk: torch.Tensor) -> None:
     """Refuse operands that are not `[R, B, N_in]` and `[R, B, N_out]` of one float dtype and
     device, naming the argument."""
-    for name, x in (("traces", traces), ("gk", gk)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name}: found {type(x).__name__}, expected a torch.Tensor")
-        if x.dim() != 3:
-            raise ValueError(f"{name}: found shape {tuple(x.shape)}, expected [R, B, N] (3-d)")
-        if x.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"{name}: found dtype {x.dtype}, expected float32 or float64")
+    check_float_tensor("traces", traces, "[R, B, N]")
+    check_float_tensor("gk", gk, "[R, B, N]")
     if traces.shape[:2] != gk.shape[:2]:
         raise ValueError(
             f"gk: found rows {tuple(gk.shape[:2])}, "

@@ -28,6 +28,7 @@ import triton.language as tl
 from hm2bp.kernels.neuron import ScanResult
 from hm2bp.kernels.psp_kernel import look_back
 from hm2bp.kernels.spec import NeuronConstants
+from hm2bp.kernels.tensor_checks import check_float_tensor
 from hm2bp.kernels.triton_launch import (
     block_size,
     check_runnable,
@@ -309,12 +310,7 @@ def lif_scan(
 
 
 def _check_arguments(current: object, neuron: object, slack: object, lateral: object) -> None:
-    if not isinstance(current, torch.Tensor):
-        raise TypeError(f"current: found {type(current).__name__}, expected a torch.Tensor")
-    if current.dim() != 3:
-        raise ValueError(f"current: found shape {tuple(current.shape)}, expected [T, B, N]")
-    if current.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"current: found dtype {current.dtype}, expected float32 or float64")
+    check_float_tensor("current", current, "[T, B, N]")
     if not isinstance(neuron, NeuronConstants):
         raise TypeError(f"neuron: found {type(neuron).__name__}, expected NeuronConstants")
     for name, value in (("slack", slack), ("lateral", lateral)):
