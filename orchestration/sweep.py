@@ -108,6 +108,9 @@ def _check_search(search: Mapping[str, Any], base: dict[str, Any], source: str) 
         raise ConfigError(problems, source)
 
 
+_DRIVER_CPU = 0.1  # the trial's driver function only waits on its TorchTrainer
+
+
 def concurrency(config: ExperimentConfig, resources: Mapping[str, float]) -> int:
     """Trials that fit at once: GPUs / GPUs per trial; on CPUs, all CPUs but one (kept for Ray
     Data) / CPUs per trial (its workers plus the 0.1-CPU driver); at least one."""
@@ -119,9 +122,6 @@ def concurrency(config: ExperimentConfig, resources: Mapping[str, float]) -> int
     cpus = resources.get("CPU", 1.0)
     per_trial = workers * cpus_per_worker(config, cpus) + _DRIVER_CPU
     return max(1, math.floor((cpus - 1) / per_trial))
-
-
-_DRIVER_CPU = 0.1  # the trial's driver function only waits on its TorchTrainer
 
 
 def _with_trial_cpus(config: ExperimentConfig, trial_cpus: float) -> ExperimentConfig:
