@@ -2,7 +2,8 @@
 
 Every S-PSP sum of section 4 is written with the factors of section 3.2, e_bij =
 sum_p Kst_bi(p) Xst_bj(p) + 0.1 [o_i = 0 < o_j] (case 3.1 (d)), so that a layer's backward is a few
-GEMMs over the P*T*B rows (section 6.2) and never a loop over neuron pairs:
+GEMMs over the P*T*B rows (section 6.2), or sums over K's non-zeros (the CPU backend), and never a
+loop over neuron pairs:
 
 - side effect  s_i = [o_i > 0] sum_p Kst_i U_i / (nu o_i) + [o_i = 0] 0.5 sum_j w_ij / nu, with U
   the same traces of the feed-forward current (= sum_j w_ij Xst_j, no extra GEMM);
@@ -17,13 +18,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from hm2bp.kernels.backend import Backend
 from hm2bp.kernels.layers import Layer
 from hm2bp.kernels.neuron import ScanResult
 from hm2bp.kernels.output_error import OutputError
-from hm2bp.kernels.psp_kernel import kernel_stack
-from hm2bp.kernels.sparse_grad import WeightGrad, weight_grad
+from hm2bp.kernels.psp_kernel import PspFactors
 from hm2bp.kernels.spec import NetworkSpec
-from hm2bp.kernels.traces import TraceScan, exp_trace, trace_stack
+from hm2bp.kernels.spsp_sums import stacked_traces
 
 SILENT_POST_EFFECT = 0.1  # e_{i|j} of a silent post and an active pre (spec 3.1 (d))
 SILENT_SIDE_EFFECT = 0.5  # rho^o of a silent post in the side effect (spec 4.5)
@@ -54,13 +55,12 @@ def hm2bp_gradients(
     records: list[LayerRecord],
     output: OutputError,
     spec: NetworkSpec,
-    scan: TraceScan = exp_trace,
-    fc_grad: WeightGrad = weight_grad,
+    backend: Backend,
 ) -> list[torch.Tensor]:
     """Gradients of the trained layers' weights, in layer order, top layer first in the math.
 
-    The first layer after the data computes no preDelta (spec section 4.7). `scan` and `fc_grad`
-    are the backend's trace scan and fc weight gradient.
+    The first layer after the data computes no preDelta (spec section 4.7). `backend` computes the
+    S-PSP sums (`spsp_sums.py` on the reference backend, `cpu_spsp.py` on the CPU backend).
     """
     delta = output.delta
     grads: list[torch.Tensor] = []
@@ -71,17 +71,9 @@ def hm2bp_gradients(
         else:
             kernels = (record.scan.k_main, record.scan.k_m, record.scan.k_s)
             counts, lateral = record.scan.counts, None
+        factors = PspFactors(kernels, layer.neuron, spec.physics_exact)
         grad, delta = layer_backward(
-            layer,
-            record,
-            kernel_stack(*kernels),
-            counts,
-            delta,
-            lateral,
-            index > 0,
-            spec,
-            scan,
-            fc_grad,
+            layer, record, factors, counts, delta, lateral, index > 0, spec, backend
         )
         if grad is not None:
             grads.append(grad)
@@ -91,52 +83,55 @@ def hm2bp_gradients(
 def layer_backward(
     layer: Layer,
     record: LayerRecord,
-    kernel: torch.Tensor,
+    factors: PspFactors,
     counts: torch.Tensor,
     delta: torch.Tensor,
     lateral: torch.Tensor | None,
     need_previous: bool,
     spec: NetworkSpec,
-    scan: TraceScan = exp_trace,
-    fc_grad: WeightGrad = weight_grad,
+    backend: Backend,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(weight gradient or None, delta of the layer below `[B, N_in]` or None) of one layer.
 
-    `kernel` `[P*T, B, N_out]` is the post factor of the S-PSP (`psp_kernel.kernel_stack`),
-    `counts` `[B, N_out]` the post counts it belongs to, `delta` `[B, N_out]` the error handed down
-    (the output error for the top layer). fc and output layers take the S-PSP part of their weight
-    gradient from `fc_grad` (a sparse gather over gk's non-zeros when K is sparse enough,
-    `sparse_grad.py`); conv layers from cuDNN's `conv2d_weight`.
+    `factors` is the layer's side of the S-PSP, `counts` `[B, N_out]` the post counts it belongs
+    to, `delta` `[B, N_out]` the error handed down (the output error for the top layer). fc and
+    output layers take their S-PSP sums from `backend.fc_sums`; conv and pooling layers use the
+    stacked traces with `conv2d_weight` and `conv_transpose2d` (spec section 6.2).
     """
     trained = layer.spec.trained
     if not trained and not need_previous:
         return None, None
     # 1/nu once per fc/conv layer (spec 4.4); pooling divides by 4 instead (spec 4.8).
     delta = delta * (1.0 / layer.neuron.threshold if trained else POOL_SCALE)
-    window = kernel.shape[0] != record.inputs.shape[0]  # P = 2: the window cut something
-    traces = _traces(record.inputs, layer, window, spec, scan)
-    pre_active = (record.inputs.sum(dim=0) > 0).to(delta.dtype)
+    dense = layer.spec.kind in ("fc", "output")
+    # Without the effect ratio, fc layers pass delta~ W down; conv and pooling always use it (8.19).
+    ratio_delta = delta if need_previous and (spec.effect_ratio or not dense) else None
+    traces = None if dense else stacked_traces(record.inputs, factors, backend.exp_trace)
+    pre_counts = record.inputs.sum(dim=0)
     post_silent = (counts == 0).to(delta.dtype)
-    grad = None
+    grad = ratio_sum = None
     if trained:
-        side = side_effect(layer, record, kernel, counts, spec, scan)
+        side = side_effect(layer, record, factors, counts, backend)
         g = delta * (1.0 + side) * (1.0 if lateral is None else lateral)
-        batch = delta.shape[0]
-        if layer.spec.kind in ("fc", "output"):
-            grad = fc_grad(traces, g * kernel)
+        if dense:
+            grad, ratio_sum = backend.fc_sums(
+                record.inputs, factors, g, ratio_delta, layer.weight
+            )
         else:
-            grad = layer.weight_grad(traces.flatten(0, 1), (g * kernel).flatten(0, 1))
+            kernel = (g * factors.stack()).flatten(0, 1)
+            grad = layer.weight_grad(traces.flatten(0, 1), kernel)
+        pre_active = (pre_counts > 0).to(delta.dtype)
         grad = grad + SILENT_POST_EFFECT * layer.weight_grad(pre_active, g * post_silent)
-        grad = grad / batch + regulariser(layer.weight, spec)
+        grad = grad / delta.shape[0] + regulariser(layer.weight, spec)
     if not need_previous:
         return grad, None
     plain = layer.transpose(delta)
-    # Without the effect ratio, fc layers pass delta~ W down; conv and pooling always use it (8.19).
-    if layer.spec.kind in ("fc", "output") and not spec.effect_ratio:
+    if ratio_delta is None:
         return grad, plain
-    q = layer.transpose((delta * kernel).flatten(0, 1)).view_as(traces)
-    pre_counts = record.inputs.sum(dim=0)
-    ratio = (q * traces).sum(dim=0) / pre_counts.clamp(min=1)
+    if ratio_sum is None:
+        q = layer.transpose((delta * factors.stack()).flatten(0, 1)).view_as(traces)
+        ratio_sum = (q * traces).sum(dim=0)
+    ratio = ratio_sum / pre_counts.clamp(min=1)
     previous = torch.where(pre_counts > 0, ratio + layer.transpose(delta * post_silent), plain)
     return grad, previous
 
@@ -144,21 +139,12 @@ def layer_backward(
 def side_effect(
     layer: Layer,
     record: LayerRecord,
-    kernel: torch.Tensor,
+    factors: PspFactors,
     counts: torch.Tensor,
-    spec: NetworkSpec,
-    scan: TraceScan = exp_trace,
+    backend: Backend,
 ) -> torch.Tensor:
     """s `[B, N_out]` of spec section 4.5, from the traces of the layer's feed-forward current."""
-    window = kernel.shape[0] != record.current.shape[0]
-    filtered = _traces(record.current, layer, window, spec, scan)
-    active = (kernel * filtered).sum(dim=0) / (layer.neuron.threshold * counts.clamp(min=1))
+    active = backend.side_sums(record.current, factors)
+    active = active / (layer.neuron.threshold * counts.clamp(min=1))
     silent = SILENT_SIDE_EFFECT * layer.row_sums() / layer.neuron.threshold
     return torch.where(counts > 0, active, silent)
-
-
-def _traces(
-    x: torch.Tensor, layer: Layer, window: bool, spec: NetworkSpec, scan: TraceScan
-) -> torch.Tensor:
-    """Pre traces `[P*T, B, N]` with the consuming layer's constants, P matching the kernel's."""
-    return trace_stack(x, layer.neuron, window=window, physics_exact=spec.physics_exact, scan=scan)

@@ -22,6 +22,11 @@ from torch import nn
 POOL = 2  # pooling size = stride (spec section 1.3)
 
 
+def dense_current(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x W^T `[M, N_out]` of `x` `[M, N_in]` and `weight` `[N_out, N_in]`: one GEMM."""
+    return x @ weight.T
+
+
 class Layer(nn.Module, ABC):
     """A linear map from `in_shape` to `out_shape` with the layer's neuron constants. Trained
     layers (`Dense`, `Conv`) also have `weight`, `weight_grad` and `row_sums`."""
@@ -67,7 +72,7 @@ class Dense(Layer):
         return (self.spec.size,)
 
     def current(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight.T
+        return dense_current(x, self.weight)
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
         return y @ self.weight

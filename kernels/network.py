@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 from hm2bp.kernels.backend import load_backend
 from hm2bp.kernels.backward import LayerRecord, hm2bp_gradients
-from hm2bp.kernels.layers import Layer, build_layer
+from hm2bp.kernels.layers import Dense, Layer, build_layer
 from hm2bp.kernels.output_error import OutputError, output_error
 from hm2bp.kernels.precision import ieee_float32
 from hm2bp.kernels.spec import NetworkSpec
@@ -142,8 +142,13 @@ class Network(nn.Module):
     def _layer_forward(self, layer: Layer, x: torch.Tensor) -> LayerRecord:
         """One GEMM/convolution over all T*B steps, then the scan over T (spec 1.1, 6.2)."""
         steps, batch = x.shape[:2]
+        flat = x.reshape(steps * batch, -1)
         with ieee_float32():  # never TF32 here: spikes are discontinuous in the current
-            current = layer.current(x.reshape(steps * batch, -1)).view(steps, batch, -1)
+            if isinstance(layer, Dense):
+                current = self.backend.fc_current(flat, layer.weight)
+            else:
+                current = layer.current(flat)
+        current = current.view(steps, batch, -1)
         lateral = self.spec.lateral_strength if layer.spec.kind == "output" else 0.0
         scan = self.backend.lif_scan(
             current,
@@ -161,9 +166,7 @@ class Network(nn.Module):
 
         def gradients() -> list[torch.Tensor]:
             with torch.no_grad():
-                return hm2bp_gradients(
-                    layers, records, error, self.spec, self._trace, self.backend.weight_grad
-                )
+                return hm2bp_gradients(layers, records, error, self.spec, self.backend)
 
         return _HM2BPGradient.apply(error.loss, gradients, *weights)
 

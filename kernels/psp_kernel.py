@@ -11,9 +11,11 @@ The entries are computed for the list of spikes only and scattered into dense `[
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from hm2bp.kernels.spec import NeuronConstants
+from hm2bp.kernels.traces import TraceFilter, trace_filter
 
 
 def look_back(tau_m: float) -> int:
@@ -124,3 +126,35 @@ def kernel_stack(
     if k_m is None or k_s is None:
         return k_main
     return torch.cat([k_m, -k_s])
+
+
+class PspFactors(NamedTuple):
+    """A post layer's side of every S-PSP sum, as its backward consumes it (spec section 3.2):
+    e_bij = sum_t k_m_bi(t) Xm_bj(t) - k_s_bi(t) Xs_bj(t), plus the silent-post constant, where
+    Xm, Xs are the pre traces with this layer's filter (`filter`). `kernels` is (k_main, k_m, k_s)
+    as `neuron.ScanResult` has them, `[T, B, N]` each (k_m = k_s = None: both are k_main)."""
+
+    kernels: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+    neuron: NeuronConstants
+    physics_exact: bool
+
+    @property
+    def windowed(self) -> bool:
+        """True when the window emulation adds entries (P = 2 in the stacked form)."""
+        return self.kernels[1] is not None
+
+    @property
+    def k_m(self) -> torch.Tensor:
+        return self.kernels[1] if self.windowed else self.kernels[0]
+
+    @property
+    def k_s(self) -> torch.Tensor:
+        return self.kernels[2] if self.windowed else self.kernels[0]
+
+    @property
+    def filter(self) -> TraceFilter:
+        return trace_filter(self.neuron, self.physics_exact)
+
+    def stack(self) -> torch.Tensor:
+        """`kernel_stack` of the kernels, `[P*T, B, N]`."""
+        return kernel_stack(*self.kernels)

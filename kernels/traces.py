@@ -10,11 +10,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from hm2bp.kernels.spec import NeuronConstants
 
 TraceScan = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+class TraceFilter(NamedTuple):
+    """The pre traces' filter: Xm(t) = decay_m Xm(t-1) + x~(t), likewise Xs with decay_s, of the
+    train x~(p) = x(p - delay) for p - delay >= first, else 0."""
+
+    decay_m: float
+    decay_s: float
+    delay: int
+    first: int
+
+
+def trace_filter(neuron: NeuronConstants, physics_exact: bool = False) -> TraceFilter:
+    """The consumer's filter. Reference (spec section 3.2): the train delayed by R, its t = 0 step
+    dropped, decays exp(-1/tau). Physics-exact (spec section 3.4): no delay, every step kept,
+    decays (1 - 1/tau); then c * (Xm - Xs) is P, the exact contribution of the input to v."""
+    if physics_exact:
+        return TraceFilter(1.0 - 1.0 / neuron.tau_m, 1.0 - 1.0 / neuron.tau_s, 0, 0)
+    return TraceFilter(
+        math.exp(-1.0 / neuron.tau_m), math.exp(-1.0 / neuron.tau_s), neuron.refractory, 1
+    )
 
 
 def exp_trace(x: torch.Tensor, decay: float) -> torch.Tensor:
@@ -28,16 +50,16 @@ def exp_trace(x: torch.Tensor, decay: float) -> torch.Tensor:
     return out
 
 
-def delayed(x: torch.Tensor, delay: int) -> torch.Tensor:
-    """x~(p) = x(p - delay) for p - delay >= 1, else 0, over time-major `x` `[T, ...]`.
+def delayed(x: torch.Tensor, delay: int, first: int = 1) -> torch.Tensor:
+    """x~(p) = x(p - delay) for p - delay >= first, else 0, over time-major `x` `[T, ...]`.
 
     The reference S-PSP treats a pre-spike at q as arriving at q + R and ignores pre-spikes at
     q = 0 (spec sections 3.1 (a) and 8.23); dropping x(0) is also what makes the side effect of a
     filtered current equal sum_j w_ij e_ij when the input has t = 0 spikes (section 6.2).
     """
     out = torch.zeros_like(x)
-    if x.shape[0] > delay + 1:
-        out[delay + 1 :] = x[1 : x.shape[0] - delay]
+    if x.shape[0] > delay + first:
+        out[delay + first :] = x[first : x.shape[0] - delay]
     return out
 
 
@@ -48,20 +70,11 @@ def pre_traces(
     physics_exact: bool = False,
     scan: TraceScan = exp_trace,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Xm, Xs) `[T, ...]` of spikes or a current `x` `[T, ...]`, with the consumer's constants.
-
-    Reference (spec section 3.2): the delayed train x~ filtered with exp(-1/tau_m) and
-    exp(-1/tau_s), so that D = Xm - Xs is the free PSP without the factor c. Physics-exact (spec
-    section 3.4): no delay, every step kept, decays (1 - 1/tau); then c * (Xm - Xs) is P, the exact
-    contribution of the input to v.
-    """
-    if physics_exact:
-        source = x
-        decays = (1.0 - 1.0 / neuron.tau_m, 1.0 - 1.0 / neuron.tau_s)
-    else:
-        source = delayed(x, neuron.refractory)
-        decays = (math.exp(-1.0 / neuron.tau_m), math.exp(-1.0 / neuron.tau_s))
-    return scan(source, decays[0]), scan(source, decays[1])
+    """(Xm, Xs) `[T, ...]` of spikes or a current `x` `[T, ...]`, with the consumer's constants
+    (`trace_filter`), so that D = Xm - Xs is the free PSP without the factor c."""
+    decay_m, decay_s, delay, first = trace_filter(neuron, physics_exact)
+    source = delayed(x, delay, first)
+    return scan(source, decay_m), scan(source, decay_s)
 
 
 def trace_stack(

@@ -1,0 +1,160 @@
+"""The S-PSP sums of the backward from K's non-zeros only (compiled, CPU backend).
+
+Every S-PSP sum of spec section 4 is e_bij = sum_t Km_bi(t) Xm_bj(t) + Ks_bi(t) Xs_bj(t) (spec
+section 3.2; `psp_kernel.PspFactors`). K has two entries per post-spike (six with the
+4*tau_m window), so the reference's dense products over all P*T*B rows and its `[P*T, B, N]` trace
+stacks are mostly multiplications by zero. Here:
+
+- `side_sums`: sum_t Km_i Um_i - Ks_i Us_i of a layer's own feed-forward current (the side effect,
+  spec section 4.5), one pass per (sample, neuron block) with the traces in registers.
+- `fc_sums`: G = sum_b g_bi e_bij (the weight gradient, spec 4.6) and R_bj = sum_i delta_bi w_ij
+  e_bij (the effect ratio's numerator, spec 4.7) of a fully connected layer, in one pass per block
+  of inputs: the block's pre traces are scanned over time, and at each of K's entries (i, t) the
+  row e_bi.(t) of the block is added into G and R. No trace stack and no e matrix is stored.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
+from hm2bp.kernels.psp_kernel import PspFactors
+
+INPUT_BLOCK = 64  # pre neurons per task of `fc_sums`: the block's G columns stay in L2
+NEURON_BLOCK = 64  # neurons per task of `side_sums`
+
+
+def side_sums(current: torch.Tensor, factors: PspFactors) -> torch.Tensor:
+    """`[B, N]` sum_t Km_i(t) Um_i(t) - Ks_i(t) Us_i(t), U the pre traces of `current` `[T, B, N]`
+    with `factors`' filter (the reference: `(kernel_stack * trace_stack(current)).sum(0)`)."""
+    k_m, k_s = _kernel_arrays(factors)
+    x = cpu_array("current", current)
+    out = np.zeros(x.shape[1:], x.dtype)
+    match_torch_threads()
+    _side_sums(x, k_m, k_s, *_filter(factors, x.dtype), out)
+    return torch.from_numpy(out)
+
+
+def fc_sums(
+    inputs: torch.Tensor,
+    factors: PspFactors,
+    g: torch.Tensor,
+    delta: torch.Tensor | None,
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(G `[N_out, N_in]` = sum_b g_bi e_bij, R `[B, N_in]` = sum_i delta_bi w_ij e_bij or None
+    without `delta`) of input spikes `inputs` `[T, B, N_in]`, `g`, `delta` `[B, N_out]`."""
+    k_m, k_s = _kernel_arrays(factors)
+    x = cpu_array("inputs", inputs)
+    match_torch_threads()
+    rows, neuron, coef_m, coef_s = _entries(k_m, k_s)
+    grad = np.zeros((k_m.shape[2], x.shape[2]), x.dtype)
+    ratio = np.zeros((x.shape[1], x.shape[2]), x.dtype)
+    with_ratio = delta is not None
+    d = cpu_array("delta", delta) if with_ratio else np.zeros((1, 1), x.dtype)
+    _fc_sums(
+        x, rows, neuron, coef_m, coef_s, cpu_array("g", g), d, cpu_array("weight", weight),
+        *_filter(factors, x.dtype), with_ratio, grad, ratio,
+    )  # fmt: skip
+    return torch.from_numpy(grad), torch.from_numpy(ratio) if with_ratio else None
+
+
+def _kernel_arrays(factors: PspFactors) -> tuple[np.ndarray, np.ndarray]:
+    return cpu_array("k_m", factors.k_m), cpu_array("k_s", factors.k_s)
+
+
+def _filter(factors: PspFactors, dtype: np.dtype) -> tuple:
+    """(decay_m, decay_s, delay, first) of the pre traces, the decays in the arrays' dtype."""
+    decay_m, decay_s, delay, first = factors.filter
+    return dtype.type(decay_m), dtype.type(decay_s), delay, first
+
+
+@numba.njit(inline="always")
+def _source(x, t, b, j, delay, first):
+    """x~(t) = x(t - delay) for t - delay >= first, else 0 (`traces.delayed`)."""
+    return x[t - delay, b, j] if t - delay >= first else x.dtype.type(0.0)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _side_sums(x, k_m, k_s, decay_m, decay_s, delay, first, out):
+    steps, batch, n = x.shape
+    blocks = (n + NEURON_BLOCK - 1) // NEURON_BLOCK
+    for task in numba.prange(batch * blocks):
+        b = task // blocks
+        lo = (task % blocks) * NEURON_BLOCK
+        hi = min(n, lo + NEURON_BLOCK)
+        um = np.zeros(hi - lo, x.dtype)
+        us = np.zeros(hi - lo, x.dtype)
+        acc = np.zeros(hi - lo, x.dtype)
+        for t in range(steps):
+            for k in range(hi - lo):
+                source = _source(x, t, b, lo + k, delay, first)
+                um[k] = source + decay_m * um[k]
+                us[k] = source + decay_s * us[k]
+                acc[k] += k_m[t, b, lo + k] * um[k] - k_s[t, b, lo + k] * us[k]
+        out[b, lo:hi] = acc
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _entries(k_m, k_s):
+    """K's non-zeros as lists sorted by (b, t): row pointers `[B*T + 1]` (row b*T + t), the post
+    neuron and the coefficients of Xm and Xs (k_m and -k_s) of each entry."""
+    steps, batch, n = k_m.shape
+    counts = np.zeros(batch * steps + 1, np.int64)
+    for b in numba.prange(batch):
+        for t in range(steps):
+            found = 0
+            for i in range(n):
+                if k_m[t, b, i] != 0 or k_s[t, b, i] != 0:
+                    found += 1
+            counts[b * steps + t + 1] = found
+    rows = np.cumsum(counts)
+    total = rows[-1]
+    neuron = np.empty(total, np.int32)
+    coef_m = np.empty(total, k_m.dtype)
+    coef_s = np.empty(total, k_m.dtype)
+    for b in numba.prange(batch):
+        for t in range(steps):
+            at = rows[b * steps + t]
+            for i in range(n):
+                if k_m[t, b, i] != 0 or k_s[t, b, i] != 0:
+                    neuron[at] = i
+                    coef_m[at] = k_m[t, b, i]
+                    coef_s[at] = -k_s[t, b, i]
+                    at += 1
+    return rows, neuron, coef_m, coef_s
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _fc_sums(
+    x, rows, neuron, coef_m, coef_s, g, delta, weight, decay_m, decay_s, delay, first,
+    with_ratio, grad, ratio,
+):  # fmt: skip
+    steps, batch, n_in = x.shape
+    blocks = (n_in + INPUT_BLOCK - 1) // INPUT_BLOCK
+    for task in numba.prange(blocks):
+        lo = task * INPUT_BLOCK
+        hi = min(n_in, lo + INPUT_BLOCK)
+        xm = np.empty(hi - lo, x.dtype)
+        xs = np.empty(hi - lo, x.dtype)
+        e = np.empty(hi - lo, x.dtype)
+        for b in range(batch):
+            xm[:] = 0
+            xs[:] = 0
+            for t in range(steps):
+                for k in range(hi - lo):
+                    source = _source(x, t, b, lo + k, delay, first)
+                    xm[k] = source + decay_m * xm[k]
+                    xs[k] = source + decay_s * xs[k]
+                for at in range(rows[b * steps + t], rows[b * steps + t + 1]):
+                    i = neuron[at]
+                    for k in range(hi - lo):
+                        e[k] = coef_m[at] * xm[k] + coef_s[at] * xs[k]
+                    gi = g[b, i]
+                    for k in range(hi - lo):
+                        grad[i, lo + k] += gi * e[k]
+                    if with_ratio:
+                        di = delta[b, i]
+                        for k in range(hi - lo):
+                            ratio[b, lo + k] += di * weight[i, lo + k] * e[k]

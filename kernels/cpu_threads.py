@@ -1,0 +1,21 @@
+"""What every compiled CPU kernel does first: take its arrays from torch without a copy and use as
+many threads as torch does (a Ray Train worker with one CPU gets one torch thread, and so one numba
+thread, instead of numba's default of every core)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+
+def match_torch_threads() -> None:
+    """Run the next compiled kernels of this thread on `torch.get_num_threads()` threads."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def cpu_array(name: str, x: torch.Tensor) -> np.ndarray:
+    """A C-contiguous numpy view of CPU tensor `x` (a copy only if it is not contiguous)."""
+    if x.device.type != "cpu":
+        raise ValueError(f"{name}: found device {x.device}, expected the CPU (CPU backend)")
+    return x.detach().contiguous().numpy()
