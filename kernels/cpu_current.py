@@ -12,36 +12,70 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
+from hm2bp.kernels.cpu_memory import POOL
 from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
 
 # At and above this fraction of non-zero inputs the dense GEMM is used. Measured on the 2-core
-# development machine, 784 -> 800 and 2312 -> 800, float32 (`bench/engine_cpu.py --density`,
-# docs/benchmarks.md): the event-driven sum wins below about 15 % non-zeros.
+# development machine, 784 -> 800, float32 (`bench/engine_cpu.py`, "cost against input density",
+# docs/benchmarks.md).
 DENSE_MIN_DENSITY = 0.15
-ROW_BLOCK = 64  # rows per parallel task
+ROW_BLOCK = 256  # rows per parallel task
 
 
 def fc_current(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x W^T `[M, N_out]` of spikes `x` `[M, N_in]` (0/1, the weight's dtype) and `weight`
-    `[N_out, N_in]`: event-driven below `DENSE_MIN_DENSITY` non-zeros, else the dense GEMM."""
-    if x.numel() == 0 or float(torch.count_nonzero(x)) >= DENSE_MIN_DENSITY * x.numel():
+    """x W^T `[M, N_out]` of `x` `[M, N_in]` (the weight's dtype) and `weight` `[N_out, N_in]`:
+    event-driven when `x` is binary with fewer than `DENSE_MIN_DENSITY` ones, else the GEMM."""
+    spikes = cpu_array("x", x)
+    match_torch_threads()
+    rows, inputs, binary = _active_lists(spikes)
+    if not binary or rows[-1] >= DENSE_MIN_DENSITY * spikes.size or spikes.size == 0:
         return x @ weight.T
     columns = cpu_array("weight", weight.T)  # [N_in, N_out]: one contiguous row per input
-    out = np.zeros((x.shape[0], weight.shape[0]), columns.dtype)
-    match_torch_threads()
-    _accumulate(cpu_array("x", x), columns, out)
+    out = POOL.empty((spikes.shape[0], weight.shape[0]), columns.dtype)
+    _accumulate(rows, inputs, columns, out)
     return torch.from_numpy(out)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _accumulate(x, columns, out):
-    """out[m] = sum_j x[m, j] columns[j] over the non-zero x[m, j], j in increasing order."""
-    rows, n_in = x.shape
-    n_out = columns.shape[1]
-    for task in numba.prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        for m in range(task * ROW_BLOCK, min(rows, (task + 1) * ROW_BLOCK)):
-            for j in range(n_in):
-                value = x[m, j]
-                if value != 0:
-                    for i in range(n_out):
-                        out[m, i] += value * columns[j, i]
+def _active_lists(x):
+    """The non-zero columns of every row of `x` `[M, N]`: row pointers `[M + 1]`, column indices
+    (increasing per row), and whether every non-zero is 1."""
+    n_rows, n = x.shape
+    blocks = (n_rows + ROW_BLOCK - 1) // ROW_BLOCK
+    counts = np.zeros(n_rows + 1, np.int64)
+    others = np.zeros(blocks, np.int64)
+    for block in numba.prange(blocks):
+        for m in range(block * ROW_BLOCK, min(n_rows, (block + 1) * ROW_BLOCK)):
+            found = 0
+            row = x[m]
+            for j in range(n):
+                found += row[j] != 0
+            counts[m + 1] = found
+    rows = np.cumsum(counts)
+    inputs = np.empty(rows[-1], np.int32)
+    for block in numba.prange(blocks):
+        for m in range(block * ROW_BLOCK, min(n_rows, (block + 1) * ROW_BLOCK)):
+            at = rows[m]
+            row = x[m]
+            for j in range(n):
+                if row[j] != 0:
+                    inputs[at] = j
+                    others[block] += row[j] != 1
+                    at += 1
+    return rows, inputs, others.sum() == 0
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _accumulate(rows, inputs, columns, out):
+    """out[m] = sum of columns[j] over the active inputs j of row m, in increasing j (one add per
+    active input and output: spikes are 1, so x_j w_ij = w_ij exactly)."""
+    n_rows = out.shape[0]
+    for block in numba.prange((n_rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        acc = np.empty(out.shape[1], out.dtype)
+        for m in range(block * ROW_BLOCK, min(n_rows, (block + 1) * ROW_BLOCK)):
+            acc[:] = 0
+            for at in range(rows[m], rows[m + 1]):
+                column = columns[inputs[at]]
+                for i in range(acc.shape[0]):
+                    acc[i] += column[i]
+            out[m] = acc

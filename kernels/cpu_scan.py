@@ -15,13 +15,14 @@ import math
 import numba
 import numpy as np
 import torch
+from hm2bp.kernels.cpu_memory import POOL
 from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
 from hm2bp.kernels.neuron import ScanResult
 from hm2bp.kernels.psp_kernel import look_back
 from hm2bp.kernels.spec import NeuronConstants
 from hm2bp.kernels.tensor_checks import check_float_tensor
 
-NEURON_BLOCK = 64  # neurons per parallel task: a block's state stays in L1 and vectorises
+TASKS_PER_THREAD = 2  # samples are split into neuron blocks only when B is below 2 per thread
 
 
 def lif_scan(
@@ -39,14 +40,16 @@ def lif_scan(
     source = cpu_array("current", current)
     steps, batch, n = source.shape
     dtype = source.dtype.type
-    spikes = np.zeros((steps, batch, n), source.dtype)
-    k_main = np.zeros_like(spikes)
+    spikes = POOL.empty(source.shape, source.dtype)  # `_scan` writes every element
+    k_main = POOL.empty(source.shape, source.dtype)
     emulate = window and not physics_exact and steps > look_back(neuron.tau_m) + 2
-    k_m = np.zeros_like(spikes) if emulate else k_main
-    k_s = np.zeros_like(spikes) if emulate else k_main
-    # The output layer's lateral current couples a sample's neurons: one task per sample there.
-    block = n if lateral != 0.0 else min(n, NEURON_BLOCK)
+    k_m = POOL.empty(source.shape, source.dtype) if emulate else k_main
+    k_s = POOL.empty(source.shape, source.dtype) if emulate else k_main
     match_torch_threads()
+    # Whole samples per task, unless there are too few samples to feed the threads; the output
+    # layer's lateral current couples a sample's neurons: always one task per sample there.
+    split = -(-TASKS_PER_THREAD * numba.get_num_threads() // batch)
+    block = n if lateral != 0.0 else -(-n // split)
     cuts = _scan(
         source,
         spikes,
@@ -83,8 +86,9 @@ def _scan(
     refractory, c, look, emulate, physics_exact, block,
 ):  # fmt: skip
     """Scan every (sample, block of `block` neurons) over T; returns how many spikes had window
-    entries. Writes `spikes`, `k_main` and, when `emulate`, `k_m` / `k_s` (K plus the window's
-    entries, spec section 3.2)."""
+    entries. Writes all of `spikes`, `k_main` and, when `emulate`, `k_m` / `k_s` (K plus the
+    window's entries, spec section 3.2): they may come uninitialised, since each step t first
+    zeroes its row of K and every entry of a spike at t lands at t or earlier."""
     steps, batch, n = current.shape
     blocks = (n + block - 1) // block
     cuts = np.zeros(batch * blocks, np.int64)
@@ -100,14 +104,17 @@ def _scan(
         ref = np.zeros(hi - lo, np.int32)
         last = np.full(hi - lo, -1, np.int64)
         fired_before = zero  # spikes of the whole sample at t - 1 (lateral layers: one block)
+        inhibit = np.zeros(hi - lo, current.dtype)
+        _clear_row(spikes, k_main, k_m, k_s, 0, b, lo, hi, emulate)
         for t in range(1, steps):
+            _clear_row(spikes, k_main, k_m, k_s, t, b, lo, hi, emulate)
             # Integration, branch-free so that it vectorises over the block (spec section 1.1).
+            drive = current[t - 1, b, lo:hi]
+            if lateral != zero:  # -w0 * (spikes of the other outputs at t - 1), after the drive
+                inhibit[:] = lateral * (fired_before - spikes[t - 1, b, lo:hi])
             for k in range(hi - lo):
                 vk = v[k] * decay_m
-                ak = a[k] * decay_s
-                ak = ak + current[t - 1, b, lo + k]
-                if lateral != zero:
-                    ak = ak - lateral * (fired_before - spikes[t - 1, b, lo + k])
+                ak = a[k] * decay_s + drive[k] - inhibit[k]  # x - 0 = x: exact without lateral
                 vk = vk + ak / tau_s
                 v[k] = zero if ref[k] > 0 else vk  # the refractory clamp acts after integration
                 ref[k] = max(ref[k] - 1, 0)
@@ -129,6 +136,15 @@ def _scan(
                     )  # fmt: skip
             fired_before = fired_now
     return cuts.sum()
+
+
+@numba.njit(inline="always")
+def _clear_row(spikes, k_main, k_m, k_s, t, b, lo, hi, emulate):
+    spikes[t, b, lo:hi] = 0
+    k_main[t, b, lo:hi] = 0
+    if emulate:
+        k_m[t, b, lo:hi] = 0
+        k_s[t, b, lo:hi] = 0
 
 
 @numba.njit(inline="always")
