@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,triton]'
 	# librosa compiles its numba ufuncs on first use (~20 s); do it once here, not inside a test.
 	$(PY) -c "import numpy, librosa; librosa.feature.melspectrogram(y=numpy.zeros(4096, 'float32'), sr=12500)"
+	# hm2bp's CPU kernels likewise (~40 s); numba caches them in kernels/__pycache__.
+	$(PY) -c "from hm2bp.kernels.cpu_backend import warm_up; warm_up()"
 	touch $@
 
 demo: $(VENV)/.installed

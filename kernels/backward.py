@@ -114,9 +114,7 @@ def layer_backward(
         side = side_effect(layer, record, factors, counts, backend)
         g = delta * (1.0 + side) * (1.0 if lateral is None else lateral)
         if dense:
-            grad, ratio_sum = backend.fc_sums(
-                record.inputs, factors, g, ratio_delta, layer.weight
-            )
+            grad, ratio_sum = backend.fc_sums(record.inputs, factors, g, ratio_delta, layer.weight)
         else:
             kernel = (g * factors.stack()).flatten(0, 1)
             grad = layer.weight_grad(traces.flatten(0, 1), kernel)

@@ -11,4 +11,25 @@ from hm2bp.kernels.cpu_scan import lif_scan
 from hm2bp.kernels.cpu_spsp import fc_sums, side_sums
 from hm2bp.kernels.cpu_traces import exp_trace
 
-__all__ = ["exp_trace", "fc_current", "fc_sums", "lif_scan", "side_sums"]
+__all__ = ["exp_trace", "fc_current", "fc_sums", "lif_scan", "side_sums", "warm_up"]
+
+
+def warm_up() -> None:
+    """Compile every kernel for float32 and float64 now. numba keeps the machine code next to the
+    sources (`kernels/__pycache__`), so later processes (tests, Ray workers) load it instead of
+    compiling (about 40 s on a 2-core machine); `make` calls this once after installing."""
+    import torch
+    from hm2bp.kernels.psp_kernel import PspFactors
+    from hm2bp.kernels.spec import NeuronConstants
+
+    neuron = NeuronConstants(threshold=0.5)
+    for dtype in (torch.float32, torch.float64):
+        generator = torch.Generator().manual_seed(0)
+        spikes = (torch.rand(300, 2, 40, generator=generator) < 0.05).to(dtype)  # event-driven
+        weight = torch.rand(4, 40, generator=generator, dtype=dtype)
+        current = fc_current(spikes.flatten(0, 1), weight).view(300, 2, 4)
+        scan = lif_scan(current, neuron, 0.0, window=True)
+        factors = PspFactors((scan.k_main, scan.k_m, scan.k_s), neuron, False)
+        side_sums(current, factors)
+        fc_sums(spikes, factors, current[0], current[1], weight)
+        exp_trace(current, 0.5)

@@ -156,10 +156,7 @@ def _kernel_entries(
     window emulation (`psp_kernel._window_entries`). Returns 1 if the window cut this spike."""
     one = k_main.dtype.type(1.0)
     since = k_main.dtype.type(t - start)
-    if physics_exact:
-        restart = (one - one / tau_m) ** since
-    else:
-        restart = math.exp(-since / tau_m)
+    restart = (one - one / tau_m) ** since if physics_exact else math.exp(-since / tau_m)
     k_main[t, b, i] += c
     k_main[start, b, i] += -c * restart
     if not emulate:

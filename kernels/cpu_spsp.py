@@ -6,14 +6,20 @@ section 3.2; `psp_kernel.PspFactors`). K has two entries per post-spike (six wit
 stacks are mostly multiplications by zero. Here:
 
 - `side_sums`: sum_t Km_i Um_i - Ks_i Us_i of a layer's own feed-forward current (the side effect,
-  spec section 4.5), one pass per (sample, neuron block) with the traces in registers.
+  spec section 4.5), one pass per (sample, neuron block) with the traces in registers, adding
+  at K's entries only.
 - `fc_sums`: G = sum_b g_bi e_bij (the weight gradient, spec 4.6) and R_bj = sum_i delta_bi w_ij
   e_bij (the effect ratio's numerator, spec 4.7) of a fully connected layer, in one pass per block
   of inputs: the block's pre traces are scanned over time, and at each of K's entries (i, t) the
   row e_bi.(t) of the block is added into G and R. No trace stack and no e matrix is stored.
+
+Both read K as lists of its non-zeros per (sample, step), built once per kernel (`_entries_of`).
 """
 
 from __future__ import annotations
+
+import weakref
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -21,18 +27,20 @@ import torch
 from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
 from hm2bp.kernels.psp_kernel import PspFactors
 
-INPUT_BLOCK = 64  # pre neurons per task of `fc_sums`: the block's G columns stay in L2
-NEURON_BLOCK = 64  # neurons per task of `side_sums`
+INPUT_BLOCK = 64  # active pre neurons per task of `fc_sums`: its e rows stay in L2
+TASKS_PER_THREAD = 2  # `side_sums` splits samples into neuron blocks only below 2 per thread
 
 
 def side_sums(current: torch.Tensor, factors: PspFactors) -> torch.Tensor:
     """`[B, N]` sum_t Km_i(t) Um_i(t) - Ks_i(t) Us_i(t), U the pre traces of `current` `[T, B, N]`
     with `factors`' filter (the reference: `(kernel_stack * trace_stack(current)).sum(0)`)."""
-    k_m, k_s = _kernel_arrays(factors)
     x = cpu_array("current", current)
-    out = np.zeros(x.shape[1:], x.dtype)
     match_torch_threads()
-    _side_sums(x, k_m, k_s, *_filter(factors, x.dtype), out)
+    entries = _entries_of(factors)
+    out = np.zeros(x.shape[1:], x.dtype)
+    split = -(-TASKS_PER_THREAD * numba.get_num_threads() // max(1, x.shape[1]))
+    block = max(1, -(-x.shape[2] // split))
+    _side_sums(x, *entries, *_filter(factors, x.dtype), block, out)
     return torch.from_numpy(out)
 
 
@@ -48,25 +56,49 @@ def fc_sums(
 
     Deterministic for a given thread count: tasks go to threads in a fixed order, each thread
     sums into its own copy of G, and the copies are added in thread order."""
-    k_m, k_s = _kernel_arrays(factors)
     x = cpu_array("inputs", inputs)
     match_torch_threads()
-    rows, neuron, coef_m, coef_s = _entries(k_m, k_s)
+    entries = _entries_of(factors)
     active_rows, active = _active_inputs(x, *_filter(factors, x.dtype)[2:])
-    grads = np.zeros((numba.get_num_threads(), k_m.shape[2], x.shape[2]), x.dtype)
+    grads = np.zeros((numba.get_num_threads(), weight.shape[0], x.shape[2]), x.dtype)
     ratio = np.zeros((x.shape[1], x.shape[2]), x.dtype)
     with_ratio = delta is not None
     d = cpu_array("delta", delta) if with_ratio else np.zeros((1, 1), x.dtype)
     _fc_sums(
-        x, rows, neuron, coef_m, coef_s, active_rows, active, cpu_array("g", g), d,
+        x, *entries, active_rows, active, cpu_array("g", g), d,
         cpu_array("weight", weight), *_filter(factors, x.dtype), with_ratio, grads, ratio,
     )  # fmt: skip
     grad = torch.from_numpy(grads).sum(dim=0)
     return grad, torch.from_numpy(ratio) if with_ratio else None
 
 
-def _kernel_arrays(factors: PspFactors) -> tuple[np.ndarray, np.ndarray]:
-    return cpu_array("k_m", factors.k_m), cpu_array("k_s", factors.k_s)
+class Entries(NamedTuple):
+    """K's non-zeros, sorted by (sample b, step t) and then neuron: entries `rows[b*T + t]` to
+    `rows[b*T + t + 1]` belong to (b, t); each has its post neuron and the coefficients of Xm
+    (k_m) and of Xs (-k_s)."""
+
+    rows: np.ndarray
+    neuron: np.ndarray
+    coef_m: np.ndarray
+    coef_s: np.ndarray
+
+
+_last_entries: tuple[weakref.ref, weakref.ref, tuple[int, int], Entries] | None = None
+
+
+def _entries_of(factors: PspFactors) -> Entries:
+    """`Entries` of `factors`' kernels. The lists of the last kernels are kept while those kernel
+    tensors live and are unchanged, so that the side effect and the weight gradient of one layer
+    read the dense `[T, B, N]` kernels once."""
+    global _last_entries
+    k_m, k_s = factors.k_m, factors.k_s
+    versions = (k_m._version, k_s._version)
+    last = _last_entries
+    if last is not None and last[0]() is k_m and last[1]() is k_s and last[2] == versions:
+        return last[3]
+    entries = Entries(*_entries(cpu_array("k_m", k_m), cpu_array("k_s", k_s)))
+    _last_entries = (weakref.ref(k_m), weakref.ref(k_s), versions, entries)
+    return entries
 
 
 def _filter(factors: PspFactors, dtype: np.dtype) -> tuple:
@@ -75,29 +107,31 @@ def _filter(factors: PspFactors, dtype: np.dtype) -> tuple:
     return dtype.type(decay_m), dtype.type(decay_s), delay, first
 
 
-@numba.njit(inline="always")
-def _source(x, t, b, j, delay, first):
-    """x~(t) = x(t - delay) for t - delay >= first, else 0 (`traces.delayed`)."""
-    return x[t - delay, b, j] if t - delay >= first else x.dtype.type(0.0)
-
-
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _side_sums(x, k_m, k_s, decay_m, decay_s, delay, first, out):
+def _side_sums(x, rows, neuron, coef_m, coef_s, decay_m, decay_s, delay, first, block, out):
     steps, batch, n = x.shape
-    blocks = (n + NEURON_BLOCK - 1) // NEURON_BLOCK
+    blocks = (n + block - 1) // block
     for task in numba.prange(batch * blocks):
         b = task // blocks
-        lo = (task % blocks) * NEURON_BLOCK
-        hi = min(n, lo + NEURON_BLOCK)
+        lo = (task % blocks) * block
+        hi = min(n, lo + block)
         um = np.zeros(hi - lo, x.dtype)
         us = np.zeros(hi - lo, x.dtype)
         acc = np.zeros(hi - lo, x.dtype)
         for t in range(steps):
-            for k in range(hi - lo):
-                source = _source(x, t, b, lo + k, delay, first)
-                um[k] = source + decay_m * um[k]
-                us[k] = source + decay_s * us[k]
-                acc[k] += k_m[t, b, lo + k] * um[k] - k_s[t, b, lo + k] * us[k]
+            if t - delay >= first:
+                source = x[t - delay, b, lo:hi]
+                for k in range(hi - lo):
+                    um[k] = source[k] + decay_m * um[k]
+                    us[k] = source[k] + decay_s * us[k]
+            else:
+                for k in range(hi - lo):
+                    um[k] = decay_m * um[k]
+                    us[k] = decay_s * us[k]
+            for at in range(rows[b * steps + t], rows[b * steps + t + 1]):
+                k = neuron[at] - lo
+                if 0 <= k < hi - lo:
+                    acc[k] += coef_m[at] * um[k] + coef_s[at] * us[k]
         out[b, lo:hi] = acc
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
+from hm2bp.kernels.tensor_checks import FLOATS
 
 
 def match_torch_threads() -> None:
@@ -15,7 +16,10 @@ def match_torch_threads() -> None:
 
 
 def cpu_array(name: str, x: torch.Tensor) -> np.ndarray:
-    """A C-contiguous numpy view of CPU tensor `x` (a copy only if it is not contiguous)."""
+    """A C-contiguous numpy view of `x` (a copy only if it is not contiguous), which must be a
+    float32 or float64 tensor on the CPU: the kernels are compiled for those two."""
     if x.device.type != "cpu":
         raise ValueError(f"{name}: found device {x.device}, expected the CPU (CPU backend)")
+    if x.dtype not in FLOATS:
+        raise TypeError(f"{name}: found dtype {x.dtype}, expected torch.float32 or torch.float64")
     return x.detach().contiguous().numpy()

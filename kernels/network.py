@@ -190,9 +190,9 @@ class Network(nn.Module):
             )
         if spikes.dtype not in SPIKE_DTYPES:
             raise TypeError(f"spikes: found dtype {spikes.dtype}, expected bool, uint8 or float")
-        x = spikes.to(device=self.device, dtype=self.dtype)
-        if not bool(((x == 0) | (x == 1)).all()):
+        if not _binary(spikes):
             raise ValueError("spikes: found values other than 0 and 1, expected a binary raster")
+        x = spikes.to(device=self.device, dtype=self.dtype)
         return x.view(shape[0], shape[1], *spec_shape)
 
     def _check_targets(
@@ -217,6 +217,15 @@ class Network(nn.Module):
         if not bool(torch.isfinite(weights).all() & (weights >= 0).all()):
             raise ValueError("sample_weights: found negative or non-finite values, expected >= 0")
         return labels, weights
+
+
+def _binary(spikes: torch.Tensor) -> bool:
+    """Whether every value is 0 or 1, checked in the raster's own dtype (no float copy)."""
+    if spikes.dtype == torch.bool or spikes.numel() == 0:
+        return True
+    if spikes.dtype == torch.uint8:
+        return int(spikes.max()) <= 1
+    return bool(((spikes == 0) | (spikes == 1)).all())
 
 
 class _HM2BPGradient(torch.autograd.Function):

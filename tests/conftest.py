@@ -40,6 +40,14 @@ def shared_dir() -> Path:
     return shared_path()
 
 
+@pytest.fixture(params=["reference", "cpu"])
+def backend_name(request, monkeypatch) -> str:
+    """Runs a test once per CPU backend, the torch reference and the compiled one: every
+    `Network(...)` it builds without naming a backend takes this one from `HM2BP_BACKEND`."""
+    monkeypatch.setenv("HM2BP_BACKEND", request.param)
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray for the whole session: 2 CPUs, no dashboard, a 512 MiB object store, and

@@ -1,7 +1,8 @@
 """The factorised backward equals the literal per-pair HM2-BP (`hm2bp_oracle.py`) to 1e-12 in
 float64: conv (odd sizes), pooling (a partial 2x2 block), fc and output layers, B = 3, silent pre
 and post neurons, a silent and an active target, with and without the 4*tau_m window, and the
-physics-exact S-PSP."""
+physics-exact S-PSP; on both CPU backends, the torch reference and the compiled one (`backend_name`
+in conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from hm2bp.tests.hm2bp_oracle import literal_gradients
 
 STEPS = 300  # > 4 tau_m + 2: the look-back window cuts off early pre-spikes
 LABELS = (1, 0, 0)
+
+pytestmark = pytest.mark.usefixtures("backend_name")
 
 
 def small_spec(**options) -> NetworkSpec:

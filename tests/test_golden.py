@@ -3,7 +3,8 @@
 CNN set: every layer's raster bit for bit before and after one training step, float64 and float32,
 and the updated weights of every layer at the files' precision. MLP and N-MNIST sets: the output
 layer from the published hidden rasters, forward exact and updated weights within 1.5 units of the
-6th significant digit, including the SGD set that checks gradient magnitudes.
+6th significant digit, including the SGD set that checks gradient magnitudes. Every test runs on
+both CPU backends, the torch reference and the compiled one (`backend_name` in conftest.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hm2bp.tests.golden_io import (
     read_sparse_raster,
 )
 
-pytestmark = pytest.mark.shared
+pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("backend_name")]
 
 CNN_STEPS = 450
 CNN_LABEL = 5
