@@ -18,94 +18,43 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snn_baselines import (  # noqa: E402
-    Architecture,
-    Layer,
-    hm2bp_step,
-    snntorch_step,
-    spikingjelly_step,
+    MNIST_CNN,
+    MNIST_MLP,
+    NMNIST_MLP,
+    SMOKE_CNN,
+    SMOKE_MLP,
+    engine_step,
+    missing,
 )
+from step_cases import Case, Row, failure_note, spike_batch, table, versions  # noqa: E402
 
 INPUT_DENSITY = 0.0175
-
-MNIST_MLP = Architecture(
-    "784-800-10", (784,), (Layer("fc", 20.0, 800), Layer("output", 8.0, 10)), 10.0, 0.04
-)
-NMNIST_MLP = Architecture(
-    "2312-800-10", (2312,), (Layer("fc", 15.0, 800), Layer("output", 15.0, 10)), 10.0, 0.01
-)
-MNIST_CNN = Architecture(
-    "15C5-P2-40C5-P2-300-10",
-    (1, 28, 28),
-    (
-        Layer("conv", 5.0, 15, 5),
-        Layer("pool", 2.0),
-        Layer("conv", 12.0, 40, 5),
-        Layer("pool", 4.0),
-        Layer("fc", 10.0, 300),
-        Layer("output", 10.0, 10),
-    ),
-)
-SMOKE_MLP = Architecture("64-16-4", (64,), (Layer("fc", 2.0, 16), Layer("output", 2.0, 4)))
-SMOKE_CNN = Architecture(
-    "3C3-P2-4C2-P2-8-4",
-    (1, 12, 12),
-    (
-        Layer("conv", 2.0, 3, 3),
-        Layer("pool", 1.0),
-        Layer("conv", 2.0, 4, 2),
-        Layer("pool", 1.0),
-        Layer("fc", 2.0, 8),
-        Layer("output", 2.0, 4),
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Case:
-    arch: Architecture
-    steps: int  # T
-    batch: int
-    warmup: int
-    iters: int
-
 
 # Iteration counts sized so that the whole table takes about two minutes on an H200; the cases of
 # issue 5's targets first, so that a run cut short by its time limit still has them.
 CASES = (
-    Case(MNIST_MLP, 400, 128, 2, 5),
-    Case(MNIST_MLP, 400, 1, 3, 20),
-    Case(NMNIST_MLP, 540, 128, 2, 5),
-    Case(MNIST_CNN, 400, 32, 2, 3),
-    Case(MNIST_MLP, 400, 32, 2, 10),
+    Case(MNIST_MLP, 400, 128, 2, 5, INPUT_DENSITY),
+    Case(MNIST_MLP, 400, 1, 3, 20, INPUT_DENSITY),
+    Case(NMNIST_MLP, 540, 128, 2, 5, INPUT_DENSITY),
+    Case(MNIST_CNN, 400, 32, 2, 3, INPUT_DENSITY),
+    Case(MNIST_MLP, 400, 32, 2, 10, INPUT_DENSITY),
 )
 SMOKE_CASES = (
-    Case(SMOKE_MLP, 24, 1, 1, 1),
-    Case(SMOKE_MLP, 24, 3, 1, 1),
-    Case(SMOKE_CNN, 24, 2, 1, 1),
+    Case(SMOKE_MLP, 24, 1, 1, 1, INPUT_DENSITY),
+    Case(SMOKE_MLP, 24, 3, 1, 1, INPUT_DENSITY),
+    Case(SMOKE_CNN, 24, 2, 1, 1, INPUT_DENSITY),
 )
 
 ENGINES = ("hm2bp-triton", "spikingjelly", "hm2bp-reference", "snntorch")  # slowest last
-
-
-@dataclass
-class Row:
-    case: Case
-    engine: str
-    samples_per_s: float | None = None
-    ms_per_step: float | None = None
-    peak_mib: float | None = None
-    note: str = ""
 
 
 def _synchronize(device: torch.device) -> None:
@@ -113,34 +62,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _build(engine: str, case: Case, spikes: torch.Tensor, labels: torch.Tensor):
-    if engine.startswith("hm2bp-"):
-        return hm2bp_step(case.arch, spikes, labels, backend=engine.removeprefix("hm2bp-"))
-    if engine == "spikingjelly":
-        return spikingjelly_step(case.arch, spikes, labels)
-    return snntorch_step(case.arch, spikes, labels)
-
-
-def _missing(engine: str, device: torch.device) -> str:
-    module = {"spikingjelly": "spikingjelly", "snntorch": "snntorch", "hm2bp-triton": "triton"}
-    name = module.get(engine)
-    if name and importlib.util.find_spec(name) is None:
-        return f"{name} not installed"
-    return ""
-
-
 def measure(engine: str, case: Case, device: torch.device, seed: int = 0) -> Row:
     """Time `case.iters` steps of `engine` after `case.warmup` steps; peak memory of those steps."""
-    row = Row(case, engine, note=_missing(engine, device))
+    row = Row(case, engine, note=missing(engine))
     if row.note:
         return row
-    generator = torch.Generator().manual_seed(seed)
-    shape = (case.steps, case.batch, *case.arch.input_shape)
-    spikes = (torch.rand(shape, generator=generator) < INPUT_DENSITY).to(torch.uint8).to(device)
-    labels = torch.randint(0, case.arch.layers[-1].size, (case.batch,), generator=generator)
-    labels = labels.to(device)
+    spikes, labels = (tensor.to(device) for tensor in spike_batch(case, seed))
     try:
-        step = _build(engine, case, spikes, labels)
+        step = engine_step(engine, case.arch, spikes, labels)
         for _ in range(case.warmup):
             step()
         _synchronize(device)
@@ -152,7 +81,7 @@ def measure(engine: str, case: Case, device: torch.device, seed: int = 0) -> Row
         _synchronize(device)
         elapsed = time.perf_counter() - start
     except Exception as error:  # one failing engine must not cost the rest of a one-shot GPU run
-        row.note = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
+        row.note = failure_note(error)
         return row
     finally:
         step = None
@@ -166,45 +95,10 @@ def measure(engine: str, case: Case, device: torch.device, seed: int = 0) -> Row
     return row
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _ratio(ours: float | None, theirs: float | None) -> str:
-    return "-" if ours is None or theirs is None or theirs == 0 else f"{ours / theirs:.2f}x"
-
-
-def table(rows: list[Row]) -> str:
-    """Markdown: one line per (case, engine), with speed and memory relative to SpikingJelly."""
-    lines = [
-        "| network | T | B | engine | samples/s | ms/step | peak MiB | speed vs SJ | memory vs SJ "
-        "| note |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for row in rows:
-        same_case = (r for r in rows if r.case is row.case and r.engine == "spikingjelly")
-        sj = next(same_case, Row(row.case, ""))
-        case = row.case
-        lines.append(
-            f"| {case.arch.name} | {case.steps} | {case.batch} | {row.engine} "
-            f"| {_fmt(row.samples_per_s, '.1f')} | {_fmt(row.ms_per_step, '.2f')} "
-            f"| {_fmt(row.peak_mib, '.0f')} | {_ratio(row.samples_per_s, sj.samples_per_s)} "
-            f"| {_ratio(row.peak_mib, sj.peak_mib)} | {row.note} |"
-        )
-    return "\n".join(lines)
-
-
 def environment(device: torch.device) -> str:
-    parts = [f"Python {platform.python_version()}", f"torch {torch.__version__}"]
-    for name in ("triton", "spikingjelly", "snntorch"):
-        try:
-            from importlib.metadata import version
-
-            parts.append(f"{name} {version(name)}")
-        except Exception:
-            parts.append(f"{name} absent")
+    packages = versions(("torch", "triton", "spikingjelly", "snntorch"))
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    return f"Device: {gpu or device.type}. " + ", ".join(parts) + "."
+    return f"Device: {gpu or device.type}. Python {platform.python_version()}, {packages}."
 
 
 def run(
@@ -219,11 +113,7 @@ def run(
     for case in cases:
         for engine in engines:
             row = measure(engine, case, device)
-            print(
-                f"{case.arch.name} T={case.steps} B={case.batch} {engine}: "
-                f"{_fmt(row.samples_per_s, '.1f')} samples/s {row.note}",
-                flush=True,
-            )
+            print(row.summary(), flush=True)
             rows.append(row)
             if out is not None:
                 out.write_text(f"{environment(device)}\n\n{table(rows)}\n")

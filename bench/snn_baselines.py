@@ -1,4 +1,5 @@
-"""The networks of `gpu_bench.py`, built once from one description for every engine.
+"""The networks of the step benchmarks (`gpu_bench.py`, `engine_cpu.py`), built once from one
+description for every engine.
 
 An architecture is a tuple of layers (`Layer`), the same for hm2bp (a `NetworkSpec`), SpikingJelly
 2.0 (`LIFNode(tau=64, decay_input=False, step_mode="m")`, its default backend) and snnTorch
@@ -15,6 +16,7 @@ same thing.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,6 +48,39 @@ class Architecture:
 
 
 Step = Callable[[], None]
+
+# The paper's networks (reference settings: thresholds, lambda, beta) and tiny ones for smoke runs.
+MNIST_MLP = Architecture(
+    "784-800-10", (784,), (Layer("fc", 20.0, 800), Layer("output", 8.0, 10)), 10.0, 0.04
+)
+NMNIST_MLP = Architecture(
+    "2312-800-10", (2312,), (Layer("fc", 15.0, 800), Layer("output", 15.0, 10)), 10.0, 0.01
+)
+MNIST_CNN = Architecture(
+    "15C5-P2-40C5-P2-300-10",
+    (1, 28, 28),
+    (
+        Layer("conv", 5.0, 15, 5),
+        Layer("pool", 2.0),
+        Layer("conv", 12.0, 40, 5),
+        Layer("pool", 4.0),
+        Layer("fc", 10.0, 300),
+        Layer("output", 10.0, 10),
+    ),
+)
+SMOKE_MLP = Architecture("64-16-4", (64,), (Layer("fc", 2.0, 16), Layer("output", 2.0, 4)))
+SMOKE_CNN = Architecture(
+    "3C3-P2-4C2-P2-8-4",
+    (1, 12, 12),
+    (
+        Layer("conv", 2.0, 3, 3),
+        Layer("pool", 1.0),
+        Layer("conv", 2.0, 4, 2),
+        Layer("pool", 1.0),
+        Layer("fc", 2.0, 8),
+        Layer("output", 2.0, 4),
+    ),
+)
 
 
 def hm2bp_spec(arch: Architecture):
@@ -198,3 +233,33 @@ def snntorch_step(arch: Architecture, spikes: torch.Tensor, labels: torch.Tensor
         return _count_loss(x, labels)
 
     return _adam_step(model, forward)
+
+
+# Engines by name: "hm2bp-<backend>" or a competitor, with the module each needs beyond torch (the
+# competitors and the compiled backends are not runtime dependencies of hm2bp).
+ENGINE_MODULES = {
+    "hm2bp-reference": None,
+    "hm2bp-cpu": "numba",
+    "hm2bp-triton": "triton",
+    "spikingjelly": "spikingjelly",
+    "snntorch": "snntorch",
+}
+
+
+def missing(engine: str) -> str:
+    """Why `engine` cannot run here ("<module> not installed"), or "" when it can."""
+    module = ENGINE_MODULES[engine]
+    if module and importlib.util.find_spec(module) is None:
+        return f"{module} not installed"
+    return ""
+
+
+def engine_step(
+    engine: str, arch: Architecture, spikes: torch.Tensor, labels: torch.Tensor
+) -> Step:
+    """One training step of `engine` (a name of `ENGINE_MODULES`) on this batch."""
+    if engine.startswith("hm2bp-"):
+        return hm2bp_step(arch, spikes, labels, backend=engine.removeprefix("hm2bp-"))
+    if engine == "spikingjelly":
+        return spikingjelly_step(arch, spikes, labels)
+    return snntorch_step(arch, spikes, labels)
