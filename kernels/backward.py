@@ -67,11 +67,10 @@ def hm2bp_gradients(
     for index in reversed(range(len(layers))):
         layer, record = layers[index], records[index]
         if index == len(layers) - 1:
-            kernels, counts, lateral = output.kernels, output.counts, output.lateral
+            kernel, counts, lateral = output.kernel, output.counts, output.lateral
         else:
-            kernels = (record.scan.k_main, record.scan.k_m, record.scan.k_s)
-            counts, lateral = record.scan.counts, None
-        factors = PspFactors(kernels, layer.neuron, spec.physics_exact)
+            kernel, counts, lateral = record.scan.kernel, record.scan.counts, None
+        factors = PspFactors(kernel, layer.neuron, spec.physics_exact)
         grad, delta = layer_backward(
             layer, record, factors, counts, delta, lateral, index > 0, spec, backend
         )

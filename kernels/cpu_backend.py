@@ -3,7 +3,8 @@ the input spikes and K's non-zeros (docs/engine.md, "Backends").
 
 Importing this module needs numba (an ImportError otherwise, which makes `backend.select_backend`
 fall back to the reference). Kernels: `cpu_current.py` (event-driven fc current), `cpu_scan.py`
-(the LIF scan with K), `cpu_traces.py` (the trace scan), `cpu_spsp.py` (the S-PSP sums).
+(the LIF scan), `cpu_kernel.py` (K as lists of its non-zeros), `cpu_traces.py` (the trace scan),
+`cpu_spsp.py` (the S-PSP sums).
 """
 
 from hm2bp.kernels.cpu_current import fc_current
@@ -19,6 +20,7 @@ def warm_up() -> None:
     sources (`kernels/__pycache__`), so later processes (tests, Ray workers) load it instead of
     compiling (about 40 s on a 2-core machine); `make` calls this once after installing."""
     import torch
+    from hm2bp.kernels.cpu_kernel import entries_of
     from hm2bp.kernels.psp_kernel import PspFactors
     from hm2bp.kernels.spec import NeuronConstants
 
@@ -29,7 +31,8 @@ def warm_up() -> None:
         weight = torch.rand(4, 40, generator=generator, dtype=dtype)
         current = fc_current(spikes.flatten(0, 1), weight).view(300, 2, 4)
         scan = lif_scan(current, neuron, 0.0, window=True)
-        factors = PspFactors((scan.k_main, scan.k_m, scan.k_s), neuron, False)
+        factors = PspFactors(scan.kernel, neuron, False)
         side_sums(current, factors)
         fc_sums(spikes, factors, current[0], current[1], weight)
         exp_trace(current, 0.5)
+        entries_of(scan.kernel.dense())  # dense kernels: the output layer's, after its fake train

@@ -13,17 +13,15 @@ stacks are mostly multiplications by zero. Here:
   of inputs: the block's pre traces are scanned over time, and at each of K's entries (i, t) the
   row e_bi.(t) of the block is added into G and R. No trace stack and no e matrix is stored.
 
-Both read K as lists of its non-zeros per (sample, step), built once per kernel (`_entries_of`).
+Both read K as lists of its non-zeros per (sample, step) (`cpu_kernel.KernelEntries`).
 """
 
 from __future__ import annotations
 
-import weakref
-from typing import NamedTuple
-
 import numba
 import numpy as np
 import torch
+from hm2bp.kernels.cpu_kernel import entries_of
 from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
 from hm2bp.kernels.psp_kernel import PspFactors
 
@@ -36,7 +34,7 @@ def side_sums(current: torch.Tensor, factors: PspFactors) -> torch.Tensor:
     with `factors`' filter (the reference: `(kernel_stack * trace_stack(current)).sum(0)`)."""
     x = cpu_array("current", current)
     match_torch_threads()
-    entries = _entries_of(factors)
+    entries = entries_of(factors.kernel)[:4]
     out = np.zeros(x.shape[1:], x.dtype)
     split = -(-TASKS_PER_THREAD * numba.get_num_threads() // max(1, x.shape[1]))
     block = max(1, -(-x.shape[2] // split))
@@ -58,7 +56,7 @@ def fc_sums(
     sums into its own copy of G, and the copies are added in thread order."""
     x = cpu_array("inputs", inputs)
     match_torch_threads()
-    entries = _entries_of(factors)
+    entries = entries_of(factors.kernel)[:4]
     active_rows, active = _active_inputs(x, *_filter(factors, x.dtype)[2:])
     grads = np.zeros((numba.get_num_threads(), weight.shape[0], x.shape[2]), x.dtype)
     ratio = np.zeros((x.shape[1], x.shape[2]), x.dtype)
@@ -70,35 +68,6 @@ def fc_sums(
     )  # fmt: skip
     grad = torch.from_numpy(grads).sum(dim=0)
     return grad, torch.from_numpy(ratio) if with_ratio else None
-
-
-class Entries(NamedTuple):
-    """K's non-zeros, sorted by (sample b, step t) and then neuron: entries `rows[b*T + t]` to
-    `rows[b*T + t + 1]` belong to (b, t); each has its post neuron and the coefficients of Xm
-    (k_m) and of Xs (-k_s)."""
-
-    rows: np.ndarray
-    neuron: np.ndarray
-    coef_m: np.ndarray
-    coef_s: np.ndarray
-
-
-_last_entries: tuple[weakref.ref, weakref.ref, tuple[int, int], Entries] | None = None
-
-
-def _entries_of(factors: PspFactors) -> Entries:
-    """`Entries` of `factors`' kernels. The lists of the last kernels are kept while those kernel
-    tensors live and are unchanged, so that the side effect and the weight gradient of one layer
-    read the dense `[T, B, N]` kernels once."""
-    global _last_entries
-    k_m, k_s = factors.k_m, factors.k_s
-    versions = (k_m._version, k_s._version)
-    last = _last_entries
-    if last is not None and last[0]() is k_m and last[1]() is k_s and last[2] == versions:
-        return last[3]
-    entries = Entries(*_entries(cpu_array("k_m", k_m), cpu_array("k_s", k_s)))
-    _last_entries = (weakref.ref(k_m), weakref.ref(k_s), versions, entries)
-    return entries
 
 
 def _filter(factors: PspFactors, dtype: np.dtype) -> tuple:
@@ -133,36 +102,6 @@ def _side_sums(x, rows, neuron, coef_m, coef_s, decay_m, decay_s, delay, first, 
                 if 0 <= k < hi - lo:
                     acc[k] += coef_m[at] * um[k] + coef_s[at] * us[k]
         out[b, lo:hi] = acc
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _entries(k_m, k_s):
-    """K's non-zeros as lists sorted by (b, t): row pointers `[B*T + 1]` (row b*T + t), the post
-    neuron and the coefficients of Xm and Xs (k_m and -k_s) of each entry."""
-    steps, batch, n = k_m.shape
-    counts = np.zeros(batch * steps + 1, np.int64)
-    for b in numba.prange(batch):
-        for t in range(steps):
-            found = 0
-            for i in range(n):
-                if k_m[t, b, i] != 0 or k_s[t, b, i] != 0:
-                    found += 1
-            counts[b * steps + t + 1] = found
-    rows = np.cumsum(counts)
-    total = rows[-1]
-    neuron = np.empty(total, np.int32)
-    coef_m = np.empty(total, k_m.dtype)
-    coef_s = np.empty(total, k_m.dtype)
-    for b in numba.prange(batch):
-        for t in range(steps):
-            at = rows[b * steps + t]
-            for i in range(n):
-                if k_m[t, b, i] != 0 or k_s[t, b, i] != 0:
-                    neuron[at] = i
-                    coef_m[at] = k_m[t, b, i]
-                    coef_s[at] = -k_s[t, b, i]
-                    at += 1
-    return rows, neuron, coef_m, coef_s
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

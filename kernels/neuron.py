@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from hm2bp.kernels.psp_kernel import psp_kernel
+from hm2bp.kernels.psp_kernel import PostKernel, psp_kernel
 from hm2bp.kernels.spec import NeuronConstants
 from hm2bp.kernels.tensor_checks import check_float_tensor
 
@@ -24,22 +24,26 @@ class ScanResult(NamedTuple):
 
     - `spikes` `[T, B, N]`: 0/1 in the dtype of the current.
     - `counts` `[B, N]`: spikes per neuron (o of the spec), same dtype.
-    - `k_main` `[T, B, N]`: the sparse post-only kernel K of spec section 3.2, +c at every spike
-      t_f and -c * exp(-s_f / tau_m) at its window start r_f, so that (without the window) the
-      S-PSP is e_ij = sum_t K_i(t) * D_j(t).
-    - `k_m`, `k_s` `[T, B, N]`: with the exact 4*tau_m window emulation, the full kernels against
-      the two pre traces: e_ij = sum_t k_m_i(t) * Xm_j(t) - sum_t k_s_i(t) * Xs_j(t), i.e. k_main
-      plus the window's excluded-part entries. None when the window is not emulated or cuts
-      nothing in this raster (no spike at t_f > 4 tau_m + 1, e.g. always for T <= 258): then
-      k_main alone is exact. Consumers pair P = 1 or 2 trace stacks accordingly
-      (`psp_kernel.kernel_stack`, `traces.trace_stack`).
+    - `kernel`: the layer's S-PSP kernel K (`psp_kernel.PostKernel`; the reference and Triton
+      backends give a `DenseKernel`, the CPU backend K's non-zeros as lists). `k_main`, `k_m` and
+      `k_s` are its dense tensors (`psp_kernel.DenseKernel`).
     """
 
     spikes: torch.Tensor
     counts: torch.Tensor
-    k_main: torch.Tensor
-    k_m: torch.Tensor | None = None
-    k_s: torch.Tensor | None = None
+    kernel: PostKernel
+
+    @property
+    def k_main(self) -> torch.Tensor:
+        return self.kernel.dense().k_main
+
+    @property
+    def k_m(self) -> torch.Tensor | None:
+        return self.kernel.dense().k_m
+
+    @property
+    def k_s(self) -> torch.Tensor | None:
+        return self.kernel.dense().k_s
 
 
 def lif_scan(
@@ -82,5 +86,5 @@ def lif_scan(
         spikes[t] = fired
         ref.masked_fill_(fired, neuron.refractory)
         v.masked_fill_(fired, 0.0)  # v resets; the synaptic current a does not
-    k_main, k_m, k_s = psp_kernel(spikes, neuron, window=window, physics_exact=physics_exact)
-    return ScanResult(spikes, spikes.sum(dim=0), k_main, k_m, k_s)
+    kernel = psp_kernel(spikes, neuron, window=window, physics_exact=physics_exact)
+    return ScanResult(spikes, spikes.sum(dim=0), kernel)

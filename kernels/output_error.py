@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 from hm2bp.kernels.neuron import ScanResult
-from hm2bp.kernels.psp_kernel import kernel_stack, psp_kernel
+from hm2bp.kernels.psp_kernel import DenseKernel, psp_kernel
 from hm2bp.kernels.spec import NetworkSpec, NeuronConstants, TargetSpec
 from hm2bp.kernels.traces import TraceScan, exp_trace, trace_stack
 
@@ -24,12 +24,12 @@ denominator is held at this floor (|L| <= 10) and every such case is counted in 
 
 class OutputError(NamedTuple):
     """`delta` `[B, N]` (o - y) in the dead zone, times the sample weights, before 1/nu; `counts`
-    and `kernels` (k_main, k_m, k_s) after the fake target train; `lateral` `[B, N]` the factor L;
+    and `kernel` (K) after the fake target train; `lateral` `[B, N]` the factor L;
     `loss` the batch mean of the logged cost; `guard_triggers` how often LATERAL_GUARD held."""
 
     delta: torch.Tensor
     counts: torch.Tensor
-    kernels: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+    kernel: DenseKernel
     lateral: torch.Tensor
     loss: torch.Tensor
     guard_triggers: int
@@ -73,12 +73,10 @@ def output_error(
     fake = fake_target_train(spikes.shape[0], spec.targets.desired, spikes)
     spikes[:, batch[silent_target], labels[silent_target]] = fake[:, None]
     modified = spikes.sum(dim=0)
-    kernels = psp_kernel(
-        spikes, neuron, window=spec.window_emulated, physics_exact=spec.physics_exact
-    )
+    kernel = psp_kernel(spikes, neuron, window=spec.window_emulated, physics_exact=spec.physics_exact)
     error = modified - y
     cost = (error.square() * (error.abs() > spec.targets.margin)).sum(dim=1)
-    return OutputError(delta, modified, kernels, lateral, cost.mean(), triggers)
+    return OutputError(delta, modified, kernel, lateral, cost.mean(), triggers)
 
 
 def lateral_factor(
@@ -98,11 +96,11 @@ def lateral_factor(
     w0 = spec.lateral_strength
     if w0 == 0.0:
         return torch.ones_like(counts), 0
-    kernel = kernel_stack(scan.k_main, scan.k_m, scan.k_s)
+    kernel = scan.kernel.stack()
     traces = trace_stack(
         scan.spikes,
         neuron,
-        window=scan.k_m is not None,
+        window=scan.kernel.windowed,
         physics_exact=spec.physics_exact,
         scan=scan_fn,
     )

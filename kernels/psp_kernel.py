@@ -5,13 +5,15 @@ Because the reset clears v but never the synaptic current, it factorises exactly
 depends only on the post neuron i and a trace that depends only on the pre neuron j
 (`traces.py`): e_{i|j} = sum_t K_i(t) D_j(t). K has two entries per post-spike t_f: +c at t_f and
 -c * exp(-s_f / tau_m) at the window start r_f (r_1 = 1, r_f = t_{f-1} + R, s_f = t_f - r_f).
-The entries are computed for the list of spikes only and scattered into dense `[T, ...]` tensors.
+The entries are computed for the list of spikes only and scattered into dense `[T, ...]` tensors
+(`DenseKernel`); the CPU backend keeps them as lists instead (`cpu_kernel.SparseKernel`). Both
+are a `PostKernel`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from hm2bp.kernels.spec import NeuronConstants
@@ -24,16 +26,56 @@ def look_back(tau_m: float) -> int:
     return math.ceil(4.0 * tau_m)
 
 
+class DenseKernel(NamedTuple):
+    """K as dense tensors `[T, B, N]`.
+
+    - `k_main`: the kernel K of spec section 3.2, +c at every spike t_f and -c * exp(-s_f / tau_m)
+      at its window start r_f, so that (without the window) e_ij = sum_t K_i(t) * D_j(t).
+    - `k_m`, `k_s`: with the exact 4*tau_m window emulation, the full kernels against the two pre
+      traces: e_ij = sum_t k_m_i(t) * Xm_j(t) - sum_t k_s_i(t) * Xs_j(t), i.e. k_main plus the
+      window's excluded-part entries. None when the window is not emulated or cuts nothing (no
+      spike at t_f > 4 tau_m + 1, e.g. always for T <= 258): then k_main alone is exact.
+    """
+
+    k_main: torch.Tensor
+    k_m: torch.Tensor | None = None
+    k_s: torch.Tensor | None = None
+
+    @property
+    def windowed(self) -> bool:
+        return self.k_m is not None
+
+    def dense(self) -> DenseKernel:
+        return self
+
+    def stack(self) -> torch.Tensor:
+        return kernel_stack(*self)
+
+
+class PostKernel(Protocol):
+    """What the backward needs of a post layer's K, in whatever form a backend keeps it."""
+
+    @property
+    def windowed(self) -> bool:
+        """True when the window emulation adds entries (P = 2 in the stacked form)."""
+
+    def dense(self) -> DenseKernel:
+        """K as dense tensors."""
+
+    def stack(self) -> torch.Tensor:
+        """`kernel_stack` of the dense kernels, `[P*T, B, N]`."""
+
+
 def psp_kernel(
     spikes: torch.Tensor,
     neuron: NeuronConstants,
     *,
     window: bool = True,
     physics_exact: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+) -> DenseKernel:
     """K of a post layer's spike raster `[T, ...]`, with the post layer's own R and tau.
 
-    Returns (k_main, k_m, k_s) as described by `neuron.ScanResult`: k_m / k_s are the full kernels
+    Returns (k_main, k_m, k_s) as described by `DenseKernel`: k_m / k_s are the full kernels
     against the Xm / Xs traces when the reference's 4*tau_m window is emulated (`window` and not
     `physics_exact`) and cuts off something in this raster (some spike at t_f > W + 1), else None:
     then e = K . D exactly. `physics_exact` gives the discrete-exact kernel of spec section 3.4
@@ -53,9 +95,9 @@ def psp_kernel(
     k_main.index_put_((start, neuron_index), -c * restart, accumulate=True)
     cut = t - look_back(neuron.tau_m) > 1
     if not window or physics_exact or not bool(cut.any()):
-        return k_main.view_as(spikes), None, None
+        return DenseKernel(k_main.view_as(spikes))
     k_m, k_s = _window_entries(k_main, t[cut], neuron_index[cut], start[cut], neuron)
-    return k_main.view_as(spikes), k_m.view_as(spikes), k_s.view_as(spikes)
+    return DenseKernel(k_main.view_as(spikes), k_m.view_as(spikes), k_s.view_as(spikes))
 
 
 def _spike_list(
@@ -131,25 +173,16 @@ def kernel_stack(
 class PspFactors(NamedTuple):
     """A post layer's side of every S-PSP sum, as its backward consumes it (spec section 3.2):
     e_bij = sum_t k_m_bi(t) Xm_bj(t) - k_s_bi(t) Xs_bj(t), plus the silent-post constant, where
-    Xm, Xs are the pre traces with this layer's filter (`filter`). `kernels` is (k_main, k_m, k_s)
-    as `neuron.ScanResult` has them, `[T, B, N]` each (k_m = k_s = None: both are k_main)."""
+    Xm, Xs are the pre traces with this layer's filter (`filter`) and `kernel` is K
+    (`DenseKernel`: k_m = k_s = k_main without window entries)."""
 
-    kernels: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+    kernel: PostKernel
     neuron: NeuronConstants
     physics_exact: bool
 
     @property
     def windowed(self) -> bool:
-        """True when the window emulation adds entries (P = 2 in the stacked form)."""
-        return self.kernels[1] is not None
-
-    @property
-    def k_m(self) -> torch.Tensor:
-        return self.kernels[1] if self.windowed else self.kernels[0]
-
-    @property
-    def k_s(self) -> torch.Tensor:
-        return self.kernels[2] if self.windowed else self.kernels[0]
+        return self.kernel.windowed
 
     @property
     def filter(self) -> TraceFilter:
@@ -157,4 +190,4 @@ class PspFactors(NamedTuple):
 
     def stack(self) -> torch.Tensor:
         """`kernel_stack` of the kernels, `[P*T, B, N]`."""
-        return kernel_stack(*self.kernels)
+        return self.kernel.stack()

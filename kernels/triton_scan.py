@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 from hm2bp.kernels.neuron import ScanResult
-from hm2bp.kernels.psp_kernel import look_back
+from hm2bp.kernels.psp_kernel import DenseKernel, look_back
 from hm2bp.kernels.spec import NeuronConstants
 from hm2bp.kernels.tensor_checks import check_float_tensor
 from hm2bp.kernels.triton_launch import (
@@ -305,8 +305,8 @@ def lif_scan(
     )
     # As the reference: window kernels only where the window cut something (a spike at t_f > W + 1).
     if not emulate_window or not bool(spikes[look_back(neuron.tau_m) + 2 :].any()):
-        return ScanResult(spikes, counts, k_main)
-    return ScanResult(spikes, counts, k_main, k_m, k_s)
+        return ScanResult(spikes, counts, DenseKernel(k_main))
+    return ScanResult(spikes, counts, DenseKernel(k_main, k_m, k_s))
 
 
 def _check_arguments(current: object, neuron: object, slack: object, lateral: object) -> None:

@@ -96,8 +96,7 @@ class FcLayer(NamedTuple):
     delta: torch.Tensor  # [B, N]
 
     def factors(self, case: Case) -> PspFactors:
-        kernels = (self.scan.k_main, self.scan.k_m, self.scan.k_s)
-        return PspFactors(kernels, case.neuron, case.physics_exact)
+        return PspFactors(self.scan.kernel, case.neuron, case.physics_exact)
 
 
 def fc_layer(case: Case, dtype: torch.dtype) -> FcLayer:
@@ -249,3 +248,21 @@ def test_scans_refuse_integer_tensors():
         cpu_scan.lif_scan(torch.zeros(5, 2, 3, dtype=torch.int32), DEFAULT, 0.0)
     with pytest.raises(TypeError, match="x: found torch.int64"):
         cpu_traces.exp_trace(torch.zeros(5, 2, 3, dtype=torch.int64), 0.5)
+
+
+@DTYPES
+@PARAMETRIZE_CASES
+def test_sums_over_the_compiled_scans_kernel_equal_the_reference(case, dtype):
+    """The CPU backend's own K (`cpu_kernel.SparseKernel`, lists read off its raster) gives the
+    same sums as the reference's dense K."""
+    layer = fc_layer(case, dtype)
+    kernel = run_scan(cpu_scan.lif_scan, case, layer.current).kernel
+    ours = PspFactors(kernel, case.neuron, case.physics_exact)
+    theirs = layer.factors(case)
+    side = cpu_spsp.side_sums(layer.current, ours)
+    assert_close(side, spsp_sums.side_sums(layer.current, theirs), rounding(dtype))
+    args = (layer.inputs, layer.g, layer.delta, layer.weight)
+    got = cpu_spsp.fc_sums(args[0], ours, *args[1:])
+    expected = spsp_sums.fc_sums(args[0], theirs, *args[1:])
+    for ours_sum, their_sum in zip(got, expected, strict=True):
+        assert_close(ours_sum, their_sum, rounding(dtype))

@@ -15,7 +15,7 @@ from hm2bp.tests.spsp_oracle import spsp_pair
 
 def scan_of(spikes: torch.Tensor, neuron: NeuronConstants) -> ScanResult:
     k = psp_kernel(spikes, neuron, window=True)
-    return ScanResult(spikes, spikes.sum(0), *k)
+    return ScanResult(spikes, spikes.sum(0), k)
 
 
 def output_spec(threshold: float, w0: float = 1.0) -> NetworkSpec:
@@ -48,7 +48,7 @@ def test_dead_zone_fake_train_and_cost():
     assert error.delta[0].tolist() == [2.0 * 7, 2.0 * -35, 0.0]  # times the sample weight
     assert error.counts[0].tolist() == [12.0, 36.0, 0.0]
     assert error.loss.item() == 7**2  # the fake count 36 is within the margin of 35
-    assert error.kernels[0][:, 0, 1].abs().sum() > 0
+    assert error.kernel.k_main[:, 0, 1].abs().sum() > 0
 
 
 def test_lateral_factor_matches_its_definition_and_guard():
