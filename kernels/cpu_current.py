@@ -13,23 +13,32 @@ import numba
 import numpy as np
 import torch
 from hm2bp.kernels.cpu_memory import POOL
-from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
+from hm2bp.kernels.cpu_threads import SPIKES, cpu_array, match_torch_threads
+from hm2bp.kernels.layers import dense_current
 
 # At and above this fraction of non-zero inputs the dense GEMM is used. Measured on the 2-core
 # development machine, 784 -> 800, float32 (`bench/engine_cpu.py`, "cost against input density",
 # docs/benchmarks.md).
 DENSE_MIN_DENSITY = 0.15
+# Below this many outputs the GEMM wins at any density: reading the inputs into lists costs about
+# what a GEMM with 64-128 outputs does (12,800 x 800 inputs at 1.5 %: GEMM 2.3 ms for 10 outputs,
+# 5.2 ms for 64, 9.3 ms for 128; event-driven 6.9-7.9 ms for all three).
+EVENT_MIN_OUTPUTS = 128
 ROW_BLOCK = 256  # rows per parallel task
 
 
 def fc_current(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x W^T `[M, N_out]` of `x` `[M, N_in]` (the weight's dtype) and `weight` `[N_out, N_in]`:
-    event-driven when `x` is binary with fewer than `DENSE_MIN_DENSITY` ones, else the GEMM."""
-    spikes = cpu_array("x", x)
+    """x W^T `[M, N_out]` of `x` `[M, N_in]` (uint8 or the weight's dtype) and `weight`
+    `[N_out, N_in]`:
+    event-driven when `x` is binary with fewer than `DENSE_MIN_DENSITY` ones and there are at
+    least `EVENT_MIN_OUTPUTS` outputs, else the GEMM."""
+    if weight.shape[0] < EVENT_MIN_OUTPUTS:
+        return dense_current(x, weight)
+    spikes = cpu_array("x", x, SPIKES)
     match_torch_threads()
     rows, inputs, binary = _active_lists(spikes)
     if not binary or rows[-1] >= DENSE_MIN_DENSITY * spikes.size or spikes.size == 0:
-        return x @ weight.T
+        return dense_current(x, weight)
     columns = cpu_array("weight", weight.T)  # [N_in, N_out]: one contiguous row per input
     out = POOL.empty((spikes.shape[0], weight.shape[0]), columns.dtype)
     _accumulate(rows, inputs, columns, out)

@@ -130,7 +130,10 @@ def _entries_from_spikes(
                 start = min(last[i] + refractory if last[i] >= 0 else first_start, t)
                 last[i] = t
                 since = spikes.dtype.type(t - start)
-                restart = (one - one / tau_m) ** since if physics_exact else math.exp(-since / tau_m)
+                if physics_exact:
+                    restart = (one - one / tau_m) ** since
+                else:
+                    restart = math.exp(-since / tau_m)
                 _put(at, lists, fill, base + t, i, c, -c, True)
                 _put(at, lists, fill, base + start, i, -c * restart, c * restart, True)
                 if not emulate or t - look <= 1:

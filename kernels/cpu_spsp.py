@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import torch
 from hm2bp.kernels.cpu_kernel import entries_of
-from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
+from hm2bp.kernels.cpu_threads import SPIKES, cpu_array, match_torch_threads
 from hm2bp.kernels.psp_kernel import PspFactors
 
 INPUT_BLOCK = 64  # active pre neurons per task of `fc_sums`: its e rows stay in L2
@@ -50,21 +50,23 @@ def fc_sums(
     weight: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(G `[N_out, N_in]` = sum_b g_bi e_bij, R `[B, N_in]` = sum_i delta_bi w_ij e_bij or None
-    without `delta`) of input spikes `inputs` `[T, B, N_in]`, `g`, `delta` `[B, N_out]`.
+    without `delta`) of input spikes `inputs` `[T, B, N_in]` (uint8 or floats), `g`, `delta`
+    `[B, N_out]`, in the weight's dtype.
 
     Deterministic for a given thread count: tasks go to threads in a fixed order, each thread
     sums into its own copy of G, and the copies are added in thread order."""
-    x = cpu_array("inputs", inputs)
+    x = cpu_array("inputs", inputs, SPIKES)
+    w = cpu_array("weight", weight)
     match_torch_threads()
     entries = entries_of(factors.kernel)[:4]
-    active_rows, active = _active_inputs(x, *_filter(factors, x.dtype)[2:])
-    grads = np.zeros((numba.get_num_threads(), weight.shape[0], x.shape[2]), x.dtype)
-    ratio = np.zeros((x.shape[1], x.shape[2]), x.dtype)
+    active_rows, active = _active_inputs(x, *_filter(factors, w.dtype)[2:])
+    grads = np.zeros((numba.get_num_threads(), *w.shape), w.dtype)
+    ratio = np.zeros((x.shape[1], x.shape[2]), w.dtype)
     with_ratio = delta is not None
-    d = cpu_array("delta", delta) if with_ratio else np.zeros((1, 1), x.dtype)
+    d = cpu_array("delta", delta) if with_ratio else np.zeros((1, 1), w.dtype)
     _fc_sums(
         x, *entries, active_rows, active, cpu_array("g", g), d,
-        cpu_array("weight", weight), *_filter(factors, x.dtype), with_ratio, grads, ratio,
+        w, *_filter(factors, w.dtype), with_ratio, grads, ratio,
     )  # fmt: skip
     grad = torch.from_numpy(grads).sum(dim=0)
     return grad, torch.from_numpy(ratio) if with_ratio else None
@@ -145,12 +147,13 @@ def _fc_sums(
     for b in range(batch):
         size = active_rows[b + 1] - active_rows[b]
         task_rows[b + 1] = task_rows[b] + (size + INPUT_BLOCK - 1) // INPUT_BLOCK
+    kind = grads.dtype.type  # the spikes may be bytes; everything else is in the weight's dtype
     for w in numba.prange(workers):
-        e = np.zeros((n_out, INPUT_BLOCK), x.dtype)
+        e = np.zeros((n_out, INPUT_BLOCK), grads.dtype)
         touched = np.zeros(n_out, np.bool_)
         order = np.empty(n_out, np.int64)
-        xm = np.empty(INPUT_BLOCK, x.dtype)
-        xs = np.empty(INPUT_BLOCK, x.dtype)
+        xm = np.empty(INPUT_BLOCK, grads.dtype)
+        xs = np.empty(INPUT_BLOCK, grads.dtype)
         b = 0
         for task in range(w, task_rows[batch], workers):
             while task_rows[b + 1] <= task:
@@ -164,7 +167,7 @@ def _fc_sums(
             for t in range(steps):
                 if t - delay >= first:
                     for k in range(size):
-                        source = x[t - delay, b, js[k]]
+                        source = kind(x[t - delay, b, js[k]])
                         xm[k] = source + decay_m * xm[k]
                         xs[k] = source + decay_s * xs[k]
                 else:

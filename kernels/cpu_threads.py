@@ -15,11 +15,15 @@ def match_torch_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
-def cpu_array(name: str, x: torch.Tensor) -> np.ndarray:
+SPIKES = (*FLOATS, torch.uint8)  # spike rasters: the data's bytes or a layer's floats
+
+
+def cpu_array(name: str, x: torch.Tensor, dtypes: tuple[torch.dtype, ...] = FLOATS) -> np.ndarray:
     """A C-contiguous numpy view of `x` (a copy only if it is not contiguous), which must be a
-    float32 or float64 tensor on the CPU: the kernels are compiled for those two."""
+    tensor on the CPU of one of `dtypes`, those the kernels are compiled for."""
     if x.device.type != "cpu":
         raise ValueError(f"{name}: found device {x.device}, expected the CPU (CPU backend)")
-    if x.dtype not in FLOATS:
-        raise TypeError(f"{name}: found dtype {x.dtype}, expected torch.float32 or torch.float64")
+    if x.dtype not in dtypes:
+        expected = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name}: found dtype {x.dtype}, expected {expected}")
     return x.detach().contiguous().numpy()

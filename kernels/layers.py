@@ -23,8 +23,9 @@ POOL = 2  # pooling size = stride (spec section 1.3)
 
 
 def dense_current(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x W^T `[M, N_out]` of `x` `[M, N_in]` and `weight` `[N_out, N_in]`: one GEMM."""
-    return x @ weight.T
+    """x W^T `[M, N_out]` of `x` `[M, N_in]` (spikes as uint8 or floats) and `weight`
+    `[N_out, N_in]`: one GEMM in the weight's dtype."""
+    return x.to(weight.dtype) @ weight.T
 
 
 class Layer(nn.Module, ABC):

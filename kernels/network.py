@@ -147,7 +147,7 @@ class Network(nn.Module):
             if isinstance(layer, Dense):
                 current = self.backend.fc_current(flat, layer.weight)
             else:
-                current = layer.current(flat)
+                current = layer.current(flat.to(self.dtype))
         current = current.view(steps, batch, -1)
         lateral = self.spec.lateral_strength if layer.spec.kind == "output" else 0.0
         scan = self.backend.lif_scan(
@@ -192,7 +192,9 @@ class Network(nn.Module):
             raise TypeError(f"spikes: found dtype {spikes.dtype}, expected bool, uint8 or float")
         if not _binary(spikes):
             raise ValueError("spikes: found values other than 0 and 1, expected a binary raster")
-        x = spikes.to(device=self.device, dtype=self.dtype)
+        # One byte per input and step: the layers convert what they need (`fc_current` reads the
+        # bytes as they are on the CPU backend).
+        x = spikes.to(device=self.device, dtype=torch.uint8)
         return x.view(shape[0], shape[1], *spec_shape)
 
     def _check_targets(

@@ -73,7 +73,8 @@ def output_error(
     fake = fake_target_train(spikes.shape[0], spec.targets.desired, spikes)
     spikes[:, batch[silent_target], labels[silent_target]] = fake[:, None]
     modified = spikes.sum(dim=0)
-    kernel = psp_kernel(spikes, neuron, window=spec.window_emulated, physics_exact=spec.physics_exact)
+    options = {"window": spec.window_emulated, "physics_exact": spec.physics_exact}
+    kernel = psp_kernel(spikes, neuron, **options)
     error = modified - y
     cost = (error.square() * (error.abs() > spec.targets.margin)).sum(dim=1)
     return OutputError(delta, modified, kernel, lateral, cost.mean(), triggers)

@@ -44,10 +44,11 @@ def fc_sums(
     grad: WeightGrad = weight_grad,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(G `[N_out, N_in]` = sum_b g_bi e_bij, R `[B, N_in]` = sum_i delta_bi w_ij e_bij, or None
-    without `delta`) of a fully connected layer with input spikes `inputs` `[T, B, N_in]`:
+    without `delta`) of a fully connected layer with input spikes `inputs` `[T, B, N_in]` (uint8
+    or floats):
     G = (g Kst)^T Xst (`grad`, a sparse gather or the GEMM), R = sum_p ((delta Kst) W) Xst."""
     kernel = factors.stack()
-    traces = stacked_traces(inputs, factors, scan)
+    traces = stacked_traces(inputs.to(g.dtype), factors, scan)
     total = grad(traces, g * kernel)
     if delta is None:
         return total, None

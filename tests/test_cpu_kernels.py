@@ -177,7 +177,8 @@ def test_fc_current_equals_the_gemm(kind, dtype):
     x = fc_input(kind, dtype)
     below = x.count_nonzero().item() < cpu_current.DENSE_MIN_DENSITY * x.numel()
     assert below == (kind != "dense"), "the case must sit on its side of DENSE_MIN_DENSITY"
-    weight = torch.randn(37, 61, generator=generator(1), dtype=torch.float64).to(dtype)
+    outputs = cpu_current.EVENT_MIN_OUTPUTS + 3  # enough outputs for the event-driven path
+    weight = torch.randn(outputs, 61, generator=generator(1), dtype=torch.float64).to(dtype)
     assert_close(cpu_current.fc_current(x, weight), x @ weight.T, rounding(dtype))
 
 
@@ -227,10 +228,11 @@ def off_cpu_calls():
     factors = fc_layer(case, torch.float64).factors(case)  # [200, 2, 37] kernels
     g = torch.zeros(2, 37, dtype=torch.float64)
     weight = torch.zeros(37, 61, dtype=torch.float64)
+    wide = torch.zeros(cpu_current.EVENT_MIN_OUTPUTS, 61, dtype=torch.float64)
     return {
         "lif_scan": (lambda: cpu_scan.lif_scan(meta(5, 2, 3), DEFAULT, 0.0), "current"),
         "exp_trace": (lambda: cpu_traces.exp_trace(meta(5, 2, 3), 0.5), "x"),
-        "fc_current": (lambda: cpu_current.fc_current(meta(5, 61), weight), "x"),
+        "fc_current": (lambda: cpu_current.fc_current(meta(5, 61), wide), "x"),
         "side_sums": (lambda: cpu_spsp.side_sums(meta(200, 2, 37), factors), "current"),
         "fc_sums": (lambda: cpu_spsp.fc_sums(meta(200, 2, 61), factors, g, g, weight), "inputs"),
     }
