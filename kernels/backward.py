@@ -72,8 +72,9 @@ def hm2bp_gradients(
         else:
             kernel, counts, lateral = record.scan.kernel, record.scan.counts, None
         factors = PspFactors(kernel, layer.neuron, spec.physics_exact)
+        below = records[index - 1].scan.counts if index > 0 else None
         grad, delta = layer_backward(
-            layer, record, factors, counts, delta, lateral, index > 0, spec, backend
+            layer, record, factors, counts, below, delta, lateral, spec, backend
         )
         if grad is not None:
             grads.append(grad)
@@ -85,20 +86,23 @@ def layer_backward(
     record: LayerRecord,
     factors: PspFactors,
     counts: torch.Tensor,
+    input_counts: torch.Tensor | None,
     delta: torch.Tensor,
     lateral: torch.Tensor | None,
-    need_previous: bool,
     spec: NetworkSpec,
     backend: Backend,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(weight gradient or None, delta of the layer below `[B, N_in]` or None) of one layer.
 
     `factors` is the layer's side of the S-PSP, `counts` `[B, N_out]` the post counts it belongs
-    to, `delta` `[B, N_out]` the error handed down (the output error for the top layer). fc and
+    to, `input_counts` `[B, N_in]` those of its input spikes (None for the data: the first layer
+    passes no delta down, spec 4.7), `delta` `[B, N_out]` the error handed down (the output error
+    for the top layer). fc and
     output layers take their S-PSP sums from `backend.fc_sums`; conv and pooling layers use the
     stacked traces with `conv2d_weight` and `conv_transpose2d` (spec section 6.2).
     """
     trained = layer.spec.trained
+    need_previous = input_counts is not None
     if not trained and not need_previous:
         return None, None
     # 1/nu once per fc/conv layer (spec 4.4); pooling divides by 4 instead (spec 4.8).
@@ -118,7 +122,8 @@ def layer_backward(
         else:
             kernel = (g * factors.stack()).flatten(0, 1)
             grad = layer.weight_grad(traces.flatten(0, 1), kernel)
-        pre_active = _fired(record.inputs).to(delta.dtype)
+        pre_active = _fired(record.inputs) if input_counts is None else input_counts > 0
+        pre_active = pre_active.to(delta.dtype)
         grad = grad + SILENT_POST_EFFECT * layer.weight_grad(pre_active, g * post_silent)
         grad = grad / delta.shape[0] + regulariser(layer.weight, spec)
     if not need_previous:
@@ -129,17 +134,15 @@ def layer_backward(
     if ratio_sum is None:
         q = layer.transpose((delta * factors.stack()).flatten(0, 1)).view_as(traces)
         ratio_sum = (q * traces).sum(dim=0)
-    pre_counts = record.inputs.sum(dim=0)  # a layer's spikes: the data layer passes nothing down
-    ratio = ratio_sum / pre_counts.clamp(min=1)
-    previous = torch.where(pre_counts > 0, ratio + layer.transpose(delta * post_silent), plain)
+    ratio = ratio_sum / input_counts.clamp(min=1)
+    previous = torch.where(input_counts > 0, ratio + layer.transpose(delta * post_silent), plain)
     return grad, previous
 
 
-def _fired(spikes: torch.Tensor) -> torch.Tensor:
-    """`[B, N]` whether each neuron of `spikes` `[T, B, N]` fired at all (o > 0). torch reduces
-    the data's bytes fastest with `any` and a layer's floats with `sum`, each about ten times
-    faster than the other way round on the CPU."""
-    return spikes.any(dim=0) if spikes.dtype == torch.uint8 else spikes.sum(dim=0) > 0
+def _fired(data: torch.Tensor) -> torch.Tensor:
+    """`[B, N]` whether each input of the data raster `[T, B, N]` fired at all (o > 0): `any`
+    reduces torch's bytes about ten times faster than `sum` on the CPU."""
+    return data.any(dim=0)
 
 
 def side_effect(

@@ -59,12 +59,24 @@ class SparseKernel:
         return kernel_stack(*self.dense())
 
 
+ENTRIES_PER_SPIKE = 4  # K's two, and at most two where the window cuts (combined per step)
+
+
 def sparse_kernel(
-    spikes: np.ndarray, neuron: NeuronConstants, *, window: bool, physics_exact: bool
+    spikes: np.ndarray,
+    counts: np.ndarray,
+    neuron: NeuronConstants,
+    *,
+    window: bool,
+    physics_exact: bool,
 ) -> SparseKernel:
-    """K of a raster `[T, B, N]` (0/1 floats) with the post layer's own constants, as lists;
-    `window` and `physics_exact` as in `psp_kernel.psp_kernel`."""
-    steps = spikes.shape[0]
+    """K of a raster `[T, B, N]` (0/1 floats) with spike counts `counts` `[B, N]` and the post
+    layer's own constants, as lists; `window` and `physics_exact` as in `psp_kernel.psp_kernel`.
+
+    One pass over the raster writes each sample's entries in the order of its spikes (at most
+    `ENTRIES_PER_SPIKE` per spike, so the counts bound the room), counting them per step; a
+    second pass over the entries only sorts them by step."""
+    steps, batch = spikes.shape[:2]
     emulate = window and not physics_exact and steps > look_back(neuron.tau_m) + 2
     kind = spikes.dtype.type
     constants = (
@@ -76,13 +88,15 @@ def sparse_kernel(
         emulate,
         physics_exact,
     )
+    room = np.zeros(batch + 1, np.int64)
+    room[1:] = np.cumsum(counts.sum(axis=1).astype(np.int64) * ENTRIES_PER_SPIKE)
+    staged = (np.empty(room[-1], np.int64), *_lists(room[-1], spikes.dtype))
+    per_step = np.zeros(batch * steps + 1, np.int64)
     match_torch_threads()
-    counts = np.zeros(spikes.shape[1] * steps + 1, np.int64)
-    nothing = KernelEntries(counts, *_lists(0, spikes.dtype))
-    _entries_from_spikes(spikes, *constants, counts, *nothing[1:], False)
-    rows = np.cumsum(counts)
+    used, cuts = _stage_entries(spikes, *constants, room, *staged, per_step)
+    rows = np.cumsum(per_step)
     entries = KernelEntries(rows, *_lists(rows[-1], spikes.dtype))
-    cuts = _entries_from_spikes(spikes, *constants, rows.copy(), *entries[1:], True)
+    _sort_entries(room, used, *staged, rows, *entries[1:])
     return SparseKernel(entries, spikes.shape, emulate and cuts > 0)
 
 
@@ -108,21 +122,23 @@ def entries_of(kernel: PostKernel) -> KernelEntries:
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _entries_from_spikes(
-    spikes, refractory, tau_m, tau_s, c, look, emulate, physics_exact, at, neuron, coef_m, coef_s,
-    main, fill,
+def _stage_entries(
+    spikes, refractory, tau_m, tau_s, c, look, emulate, physics_exact, room, step, neuron,
+    coef_m, coef_s, main, per_step,
 ):  # fmt: skip
-    """Without `fill`: count each (b, t) row's entries into `at[b*T + t + 1]`. With it: `at` holds
-    each row's first free position, and the entries are written there, in the order of the spikes
-    that make them. Returns how many spikes the window cut."""
-    lists = (neuron, coef_m, coef_s, main)
+    """Write each sample b's entries from `room[b]` on, in the order of the spikes that make them,
+    with their row b*T + t in `step`, and count them per row into `per_step[row + 1]`. Returns
+    (entries written per sample, how many spikes the window cut)."""
     steps, batch, n = spikes.shape
     first_start = 0 if physics_exact else 1
     one = spikes.dtype.type(1.0)
+    used = np.zeros(batch, np.int64)
     cuts = np.zeros(batch, np.int64)
+    lists = (step, neuron, coef_m, coef_s, main)
     for b in numba.prange(batch):
         last = np.full(n, -1, np.int64)
         base = b * steps
+        at = room[b : b + 1].copy()  # the sample's next free position
         for t in range(steps):
             for i in range(n):
                 if spikes[t, b, i] == 0:
@@ -134,8 +150,8 @@ def _entries_from_spikes(
                     restart = (one - one / tau_m) ** since
                 else:
                     restart = math.exp(-since / tau_m)
-                _put(at, lists, fill, base + t, i, c, -c, True)
-                _put(at, lists, fill, base + start, i, -c * restart, c * restart, True)
+                _put(at, lists, per_step, base + t, i, c, -c, True)
+                _put(at, lists, per_step, base + start, i, -c * restart, c * restart, True)
                 if not emulate or t - look <= 1:
                     continue
                 cuts[b] += 1
@@ -143,34 +159,54 @@ def _entries_from_spikes(
                 h = math.exp(-since / tau_m) - math.exp(-since / tau_s)
                 if q < start:
                     excluded = c * h * math.exp(-spikes.dtype.type(start - q) / tau_s)
-                    _put(at, lists, fill, base + q, i, spikes.dtype.type(0.0), -excluded, False)
+                    _put(at, lists, per_step, base + q, i, spikes.dtype.type(0.0), -excluded, False)
                     continue
                 until_q = spikes.dtype.type(t - q)
                 until_r = spikes.dtype.type(t - start + 1)
                 before = c * h * spikes.dtype.type(math.exp(-1.0 / tau_s))
                 _put(
-                    at, lists, fill, base + start - 1, i, c * math.exp(-until_r / tau_m),
+                    at, lists, per_step, base + start - 1, i, c * math.exp(-until_r / tau_m),
                     -(before + c * math.exp(-until_r / tau_s)), False,
                 )  # fmt: skip
                 _put(
-                    at, lists, fill, base + q, i, -c * math.exp(-until_q / tau_m),
+                    at, lists, per_step, base + q, i, -c * math.exp(-until_q / tau_m),
                     c * math.exp(-until_q / tau_s), False,
                 )  # fmt: skip
-    return cuts.sum()
+        used[b] = at[0] - room[b]
+    return used, cuts.sum()
 
 
 @numba.njit(inline="always")
-def _put(at, lists, fill, row, i, coef_m, coef_s, main):
-    """Count an entry of `row` (not `fill`) or write it at the row's next free position."""
-    if not fill:
-        at[row + 1] += 1
-        return
-    k = at[row]
-    at[row] += 1
-    lists[0][k] = i
-    lists[1][k] = coef_m
-    lists[2][k] = coef_s
-    lists[3][k] = main
+def _put(at, lists, per_step, row, i, coef_m, coef_s, main):
+    """Write an entry of `row` at the sample's next free position `at[0]` and count it."""
+    k = at[0]
+    at[0] += 1
+    lists[0][k] = row
+    lists[1][k] = i
+    lists[2][k] = coef_m
+    lists[3][k] = coef_s
+    lists[4][k] = main
+    per_step[row + 1] += 1
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _sort_entries(
+    room, used, step, neuron, coef_m, coef_s, main, rows, out_neuron, out_m, out_s, out_main
+):  # fmt: skip
+    """Move each sample's staged entries to their rows (`rows` pointers), keeping their order
+    within a row."""
+    batch = room.shape[0] - 1
+    steps = (rows.shape[0] - 1) // max(1, batch)
+    for b in numba.prange(batch):
+        free = rows[b * steps : (b + 1) * steps].copy()
+        for k in range(room[b], room[b] + used[b]):
+            row = step[k] - b * steps
+            at = free[row]
+            free[row] += 1
+            out_neuron[at] = neuron[k]
+            out_m[at] = coef_m[k]
+            out_s[at] = coef_s[k]
+            out_main[at] = main[k]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

@@ -39,6 +39,7 @@ def lif_scan(
     batch, n = source.shape[1:]
     kind = source.dtype.type
     spikes = POOL.empty(source.shape, source.dtype)  # `_scan` writes every element
+    counts = np.zeros((batch, n), source.dtype)
     match_torch_threads()
     # Whole samples per task, unless there are too few samples to feed the threads; the output
     # layer's lateral current couples a sample's neurons: always one task per sample there.
@@ -47,6 +48,7 @@ def lif_scan(
     _scan(
         source,
         spikes,
+        counts,
         kind(1.0 - 1.0 / neuron.tau_m),
         kind(1.0 - 1.0 / neuron.tau_s),
         kind(neuron.tau_s),
@@ -55,14 +57,14 @@ def lif_scan(
         neuron.refractory,
         max(1, block),
     )
-    kernel = sparse_kernel(spikes, neuron, window=window, physics_exact=physics_exact)
-    raster = torch.from_numpy(spikes)
-    return ScanResult(raster, raster.sum(dim=0), kernel)
+    kernel = sparse_kernel(spikes, counts, neuron, window=window, physics_exact=physics_exact)
+    return ScanResult(torch.from_numpy(spikes), torch.from_numpy(counts), kernel)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _scan(current, spikes, decay_m, decay_s, tau_s, threshold, lateral, refractory, block):
-    """Scan every (sample, block of `block` neurons) over T, writing every element of `spikes`."""
+def _scan(current, spikes, counts, decay_m, decay_s, tau_s, threshold, lateral, refractory, block):
+    """Scan every (sample, block of `block` neurons) over T, writing every element of `spikes`
+    and adding each neuron's spikes into `counts` `[B, N]`."""
     steps, batch, n = current.shape
     blocks = (n + block - 1) // block
     zero = current.dtype.type(0.0)
@@ -96,6 +98,7 @@ def _scan(current, spikes, decay_m, decay_s, tau_s, threshold, lateral, refracto
                 out[k] = one if fired else zero
                 if fired:
                     fired_now += one
+                    counts[b, lo + k] += one
                     ref[k] = refractory
                     v[k] = zero  # v resets; the synaptic current a does not
             fired_before = fired_now
