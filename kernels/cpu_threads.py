@@ -9,16 +9,24 @@ import numpy as np
 import torch
 from hm2bp.kernels.tensor_checks import FLOATS
 
-
-def match_torch_threads() -> None:
-    """Run the next compiled kernels of this thread on `torch.get_num_threads()` threads."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-
 SPIKES = (*FLOATS, torch.uint8)  # spike rasters: the data's bytes or a layer's floats
 
 
-def cpu_array(name: str, x: torch.Tensor, dtypes: tuple[torch.dtype, ...] = FLOATS) -> np.ndarray:
+def match_torch_threads() -> None:
+    """Run the next compiled kernels of this thread on `torch.get_num_threads()` threads.
+
+    numba's OpenMP layer shares the OpenMP runtime with torch, and starting it (on the first call
+    here) sets torch's thread count to every core: torch's count is put back, or two Ray workers
+    of 0.5 CPU each ran 2 + 2 spinning threads on 2 cores (180 ms a B = 8 step instead of 50)."""
+    wanted = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+
+
+def cpu_array(
+    name: str, x: torch.Tensor, dtypes: tuple[torch.dtype, ...] = FLOATS
+) -> np.ndarray:
     """A C-contiguous numpy view of `x` (a copy only if it is not contiguous), which must be a
     tensor on the CPU of one of `dtypes`, those the kernels are compiled for."""
     if x.device.type != "cpu":

@@ -143,9 +143,11 @@ class LocalSession:
         if split not in self._tables:
             fs, folder = resolve(self.config.data.shards)
             files = [f"{folder}/{e.file}" for e in self.manifest.shards if e.split == split]
+            # One chunk per column: `take` of a few rows from a chunked list column costs about
+            # 100x more (40 ms against 0.4 ms for 8 MNIST rows), more than the training step.
             self._tables[split] = pa.concat_tables(
                 [pq.read_table(f, columns=list(columns), filesystem=fs) for f in files]
-            )
+            ).combine_chunks()
         return self._tables[split]
 
     def train_batches(self, batch_size: int, epoch: int, columns: Sequence[str]):
