@@ -24,9 +24,7 @@ def match_torch_threads() -> None:
         torch.set_num_threads(wanted)
 
 
-def cpu_array(
-    name: str, x: torch.Tensor, dtypes: tuple[torch.dtype, ...] = FLOATS
-) -> np.ndarray:
+def cpu_array(name: str, x: torch.Tensor, dtypes: tuple[torch.dtype, ...] = FLOATS) -> np.ndarray:
     """A C-contiguous numpy view of `x` (a copy only if it is not contiguous), which must be a
     tensor on the CPU of one of `dtypes`, those the kernels are compiled for."""
     if x.device.type != "cpu":
