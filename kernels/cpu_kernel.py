@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 import torch
+from hm2bp.kernels.cpu_memory import POOL
 from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
 from hm2bp.kernels.psp_kernel import DenseKernel, PostKernel, kernel_stack, look_back
 from hm2bp.kernels.spec import NeuronConstants
@@ -48,7 +49,7 @@ class SparseKernel:
         """The dense tensors, scattered on first use and kept."""
         if self._dense is None:
             dtype = self.entries.coef_m.dtype
-            arrays = [np.zeros(self.shape, dtype) for _ in range(3 if self.windowed else 1)]
+            arrays = [POOL.zeros(self.shape, dtype) for _ in range(3 if self.windowed else 1)]
             k_m, k_s = arrays[1:] if self.windowed else arrays * 2
             match_torch_threads()
             _scatter(*self.entries, arrays[0], k_m, k_s, self.windowed)
