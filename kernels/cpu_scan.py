@@ -15,12 +15,10 @@ import numpy as np
 import torch
 from hm2bp.kernels.cpu_kernel import sparse_kernel
 from hm2bp.kernels.cpu_memory import POOL
-from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
+from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads, neuron_block, task_neurons
 from hm2bp.kernels.neuron import ScanResult
 from hm2bp.kernels.spec import NeuronConstants
 from hm2bp.kernels.tensor_checks import check_float_tensor
-
-TASKS_PER_THREAD = 2  # samples are split into neuron blocks only when B is below 2 per thread
 
 
 def lif_scan(
@@ -43,8 +41,7 @@ def lif_scan(
     match_torch_threads()
     # Whole samples per task, unless there are too few samples to feed the threads; the output
     # layer's lateral current couples a sample's neurons: always one task per sample there.
-    split = -(-TASKS_PER_THREAD * numba.get_num_threads() // batch)
-    block = n if lateral != 0.0 else -(-n // split)
+    block = n if lateral != 0.0 else neuron_block(batch, n)
     _scan(
         source,
         spikes,
@@ -70,9 +67,7 @@ def _scan(current, spikes, counts, decay_m, decay_s, tau_s, threshold, lateral, 
     zero = current.dtype.type(0.0)
     one = current.dtype.type(1.0)  # literals in the current's dtype: float32 stays float32
     for task in numba.prange(batch * blocks):
-        b = task // blocks
-        lo = (task % blocks) * block
-        hi = min(n, lo + block)
+        b, lo, hi = task_neurons(task, block, n)
         v = np.zeros(hi - lo, current.dtype)
         a = np.zeros(hi - lo, current.dtype)
         ref = np.zeros(hi - lo, np.int32)

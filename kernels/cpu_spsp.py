@@ -22,11 +22,16 @@ import numba
 import numpy as np
 import torch
 from hm2bp.kernels.cpu_kernel import entries_of
-from hm2bp.kernels.cpu_threads import SPIKES, cpu_array, match_torch_threads
+from hm2bp.kernels.cpu_threads import (
+    SPIKES,
+    cpu_array,
+    match_torch_threads,
+    neuron_block,
+    task_neurons,
+)
 from hm2bp.kernels.psp_kernel import PspFactors
 
 INPUT_BLOCK = 64  # active pre neurons per task of `fc_sums`: its e rows stay in L2
-TASKS_PER_THREAD = 2  # `side_sums` splits samples into neuron blocks only below 2 per thread
 
 
 def side_sums(current: torch.Tensor, factors: PspFactors) -> torch.Tensor:
@@ -36,8 +41,7 @@ def side_sums(current: torch.Tensor, factors: PspFactors) -> torch.Tensor:
     match_torch_threads()
     entries = entries_of(factors.kernel)[:4]
     out = np.zeros(x.shape[1:], x.dtype)
-    split = -(-TASKS_PER_THREAD * numba.get_num_threads() // max(1, x.shape[1]))
-    block = max(1, -(-x.shape[2] // split))
+    block = neuron_block(*x.shape[1:])
     _side_sums(x, *entries, *_filter(factors, x.dtype), block, out)
     return torch.from_numpy(out)
 
@@ -83,9 +87,7 @@ def _side_sums(x, rows, neuron, coef_m, coef_s, decay_m, decay_s, delay, first, 
     steps, batch, n = x.shape
     blocks = (n + block - 1) // block
     for task in numba.prange(batch * blocks):
-        b = task // blocks
-        lo = (task % blocks) * block
-        hi = min(n, lo + block)
+        b, lo, hi = task_neurons(task, block, n)
         um = np.zeros(hi - lo, x.dtype)
         us = np.zeros(hi - lo, x.dtype)
         acc = np.zeros(hi - lo, x.dtype)

@@ -10,6 +10,7 @@ import torch
 from hm2bp.kernels.tensor_checks import FLOATS
 
 SPIKES = (*FLOATS, torch.uint8)  # spike rasters: the data's bytes or a layer's floats
+TASKS_PER_THREAD = 2  # samples are split into neuron blocks only below 2 samples per thread
 
 
 def match_torch_threads() -> None:
@@ -22,6 +23,21 @@ def match_torch_threads() -> None:
     numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
+
+
+def neuron_block(batch: int, n: int) -> int:
+    """Neurons per task of a kernel that runs one task per (sample, block of neurons): whole
+    samples when there are enough to feed the threads, else blocks of about n / (2 per thread)."""
+    split = -(-TASKS_PER_THREAD * numba.get_num_threads() // max(1, batch))
+    return max(1, -(-n // split))
+
+
+@numba.njit(inline="always")
+def task_neurons(task: int, block: int, n: int) -> tuple[int, int, int]:
+    """(sample, first neuron, end neuron) of task number `task` over blocks of `block` neurons."""
+    blocks = (n + block - 1) // block
+    lo = (task % blocks) * block
+    return task // blocks, lo, min(n, lo + block)
 
 
 def cpu_array(name: str, x: torch.Tensor, dtypes: tuple[torch.dtype, ...] = FLOATS) -> np.ndarray:

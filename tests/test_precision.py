@@ -42,14 +42,17 @@ def test_forward_currents_are_computed_in_ieee_float32(tf32_everywhere, monkeypa
     )
     net = Network(spec, seed=0)
     seen = []
-    for layer in net.layers:
-        original = layer.current
 
-        def current(x, original=original):
+    def recorded(original):
+        def current(*args):
             seen.append(settings())
-            return original(x)
+            return original(*args)
 
-        monkeypatch.setattr(layer, "current", current)
+        return current
+
+    # The conv layer's map, and the backend's fc current that the output layer goes through.
+    monkeypatch.setattr(net.layers[0], "current", recorded(net.layers[0].current))
+    net.backend = net.backend._replace(fc_current=recorded(net.backend.fc_current))
     net(torch.zeros(5, 2, 1, 6, 6))
     assert seen == [("ieee", "ieee")] * 2
     assert settings() == ("tf32", "tf32")

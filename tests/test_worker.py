@@ -45,7 +45,7 @@ def test_a_checkpoint_evaluates_on_its_own(trained, shards):
     root, history = trained
     result = evaluate(latest_checkpoint(f"{root}/runs/demo"), shards, device="cpu")
     assert result.samples == 100 and result.accuracy == pytest.approx(history[-1]["val_accuracy"])
-    assert result.trained_on == {"device": "cpu", "backend": "reference"}
+    assert result.trained_on == {"device": "cpu", "backend": "cpu"}
     train = evaluate(latest_checkpoint(f"{root}/runs/demo"), shards, split="train")
     assert train.samples == 400 and train.split == "train"
 
