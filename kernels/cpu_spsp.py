@@ -1,17 +1,18 @@
 """The S-PSP sums of the backward from K's non-zeros only (compiled, CPU backend).
 
-Every S-PSP sum of spec section 4 is e_bij = sum_t Km_bi(t) Xm_bj(t) + Ks_bi(t) Xs_bj(t) (spec
-section 3.2; `psp_kernel.PspFactors`). K has two entries per post-spike (six with the
-4*tau_m window), so the reference's dense products over all P*T*B rows and its `[P*T, B, N]` trace
-stacks are mostly multiplications by zero. Here:
+Every S-PSP sum of spec section 4 is e_bij = sum_t Km_bi(t) Xm_bj(t) - Ks_bi(t) Xs_bj(t) (spec
+section 3.2; `psp_kernel.PspFactors`). K has two entries per post-spike (at most two more where
+the 4*tau_m window cuts), so the reference's dense products over all P*T*B rows and its
+`[P*T, B, N]` trace stacks are mostly multiplications by zero. Here:
 
 - `side_sums`: sum_t Km_i Um_i - Ks_i Us_i of a layer's own feed-forward current (the side effect,
   spec section 4.5), one pass per (sample, neuron block) with the traces in registers, adding
   at K's entries only.
 - `fc_sums`: G = sum_b g_bi e_bij (the weight gradient, spec 4.6) and R_bj = sum_i delta_bi w_ij
-  e_bij (the effect ratio's numerator, spec 4.7) of a fully connected layer, in one pass per block
-  of inputs: the block's pre traces are scanned over time, and at each of K's entries (i, t) the
-  row e_bi.(t) of the block is added into G and R. No trace stack and no e matrix is stored.
+  e_bij (the effect ratio's numerator, spec 4.7) of a fully connected layer. Per sample only the
+  inputs that ever spike have a non-zero trace; a task scans the traces of a block of them over
+  time and, at each of K's entries (i, t), adds into row e_bi. of the block, then adds g_bi e_bi.
+  into G and delta_bi w_i. e_bi. into R. No trace stack and no e matrix of all pairs is stored.
 
 Both read K as lists of its non-zeros per (sample, step) (`cpu_kernel.KernelEntries`).
 """
