@@ -1,8 +1,9 @@
 """The spiking network as a torch module: forward records what HM2-BP needs, `loss.backward()`
 puts the HM2-BP gradients into `.grad`.
 
-The forward computes every layer's input current for all B*T steps in one GEMM or convolution and
-then scans the neurons over time (spec sections 1.1, 6.2). The backward is not autograd's: the loss
+The forward computes every layer's input current for all B*T steps in one call (a GEMM, the CPU
+backend's event-driven sum, or a convolution) and then scans the neurons over time (spec sections
+1.1, 6.2). The backward is not autograd's: the loss
 is the output of a `torch.autograd.Function` whose inputs are the weights and whose backward returns
 the HM2-BP gradients of `backward.hm2bp_gradients`, so DDP's all-reduce hooks, optimizers and
 gradient scaling all work unchanged.
@@ -140,7 +141,9 @@ class Network(nn.Module):
         return self.backend.exp_trace(x, decay)
 
     def _layer_forward(self, layer: Layer, x: torch.Tensor) -> LayerRecord:
-        """One GEMM/convolution over all T*B steps, then the scan over T (spec 1.1, 6.2)."""
+        """The current of all T*B steps at once (fc layers: the backend's `fc_current`, a GEMM or
+        the CPU backend's event-driven sum; conv and pooling: the layer's map), then the scan
+        over T (spec 1.1, 6.2)."""
         steps, batch = x.shape[:2]
         flat = x.reshape(steps * batch, -1)
         with ieee_float32():  # never TF32 here: spikes are discontinuous in the current
