@@ -43,11 +43,12 @@ class LayerRecord(NamedTuple):
 
 def regulariser(weight: torch.Tensor, spec: NetworkSpec) -> torch.Tensor:
     """lambda beta (w / L_w) exp(beta (q_i - 1)), q_i the mean of (w / L_w)^2 over the row of output
-    neuron (conv: output channel) i (spec section 4.6)."""
-    scaled = weight / spec.weight_limit
-    rows = scaled.flatten(1)
-    q = rows.square().mean(dim=1)
-    factor = spec.reg_lambda * spec.reg_beta * torch.exp(spec.reg_beta * (q - 1.0))
+    neuron (conv: output channel) i (spec section 4.6). Two passes over the weights (a norm and a
+    product), as it runs on every step whatever the batch."""
+    rows = weight.flatten(1)
+    limit = spec.weight_limit
+    q = torch.linalg.vector_norm(rows, dim=1).square() / (rows.shape[1] * limit * limit)
+    factor = (spec.reg_lambda * spec.reg_beta / limit) * torch.exp(spec.reg_beta * (q - 1.0))
     return (rows * factor[:, None]).view_as(weight)
 
 
