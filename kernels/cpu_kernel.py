@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from hm2bp.kernels.cpu_memory import POOL
 from hm2bp.kernels.cpu_threads import cpu_array, match_torch_threads
-from hm2bp.kernels.psp_kernel import DenseKernel, PostKernel, kernel_stack, look_back
+from hm2bp.kernels.psp_kernel import DenseKernel, PostKernel, look_back
 from hm2bp.kernels.spec import NeuronConstants
 
 
@@ -57,7 +57,7 @@ class SparseKernel:
         return self._dense
 
     def stack(self) -> torch.Tensor:
-        return kernel_stack(*self.dense())
+        return self.dense().stack()
 
 
 ENTRIES_PER_SPIKE = 4  # K's two, and at most two where the window cuts (combined per step)
