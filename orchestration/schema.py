@@ -7,12 +7,15 @@ rules a dataclass states in its `problems()` method. Defaults live in one place,
 (`config.py`); nothing downstream calls `dict.get` with a default of its own.
 
 Supported field types: `bool`, `int`, `float`, `str`, `Literal[...]`, `X | None`, `tuple[X, ...]`
-and nested frozen dataclasses. Bounds go in field metadata (`bounded`).
+and nested frozen dataclasses. Bounds go in field metadata (`bounded`). A float is finite: YAML's
+`.nan` and `.inf` pass every bound comparison unnoticed (`nan < 0` is false), so they are refused
+as values of their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -65,13 +68,16 @@ def _describe(tp: Any) -> str:
         return f"a list of {_describe(typing.get_args(tp)[0])}"
     if tp is type(None):
         return "null"
+    if tp is float:
+        return "a finite float"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return getattr(tp, "__name__", str(tp))
 
 
 def _scalar(tp: type, value: Any) -> tuple[bool, Any]:
-    """`(ok, value)` for bool, int, float and str; an int is a float, a bool is neither."""
+    """`(ok, value)` for bool, int, float and str; an int is a float, a bool is neither, and a
+    float is finite."""
     if tp is bool:
         return isinstance(value, bool), value
     if isinstance(value, bool):
@@ -79,14 +85,16 @@ def _scalar(tp: type, value: Any) -> tuple[bool, Any]:
     if tp is int:
         return isinstance(value, int), value
     if tp is float:
-        if isinstance(value, int | float):
-            return True, float(value)
         if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
             try:
-                return True, float(value)
+                number = float(value)
             except ValueError:
                 return False, value
-        return False, value
+        elif isinstance(value, int | float):
+            number = float(value)
+        else:
+            return False, value
+        return math.isfinite(number), number
     return isinstance(value, tp), value
 
 
@@ -137,8 +145,9 @@ def _build(cls: type[T], data: Any, path: str, problems: list[str]) -> T:
     values, before = {}, len(problems)
     for name, field in fields.items():
         if name in data:
+            found = len(problems)
             values[name] = _convert(hints[name], data[name], prefix + name, problems)
-            bound = _bounds_problem(values[name], field.metadata)
+            bound = len(problems) == found and _bounds_problem(values[name], field.metadata)
             if bound:
                 problems.append(f"{prefix}{name}: {bound}")
         elif field.default is MISSING and field.default_factory is MISSING:

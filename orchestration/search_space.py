@@ -14,6 +14,7 @@ draw once per sample. Written as data so that the sweep's MLflow parent run can 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,10 +26,13 @@ def _pair(name: str) -> Callable[[Any], tuple[float, float]]:
         if (
             not isinstance(value, list | tuple)
             or len(value) != 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in value
+            )
             or not value[0] < value[1]
         ):
-            raise ValueError(f"{name} takes [low, high] with low < high")
+            raise ValueError(f"{name} takes [low, high] of finite numbers with low < high")
         return float(value[0]), float(value[1])
 
     return check

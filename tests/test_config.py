@@ -98,7 +98,7 @@ def test_cross_field_rules():
         config_from_dict(data)
     assert caught.value.problems == [
         "data.augment: true needs reencode: true (the warp acts on raw pixels)",
-        "network.layers.1.threshold: missing (expected float)",
+        "network.layers.1.threshold: missing (expected a finite float)",
     ]
     data["network"]["layers"][1]["threshold"] = 5
     data["data"]["augment"] = False
@@ -144,3 +144,17 @@ def test_config_is_checked_against_the_manifest():
     assert manifest_problems(load_config(DEMO, ["data.val_split=test"]), _manifest()) == [
         "data.val_split: got 'test' (the shards have splits train, val)"
     ]
+
+
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", "nan", "1e400"])
+def test_non_finite_numbers_are_refused_everywhere(text):
+    """`nan < 0` is false, so a NaN passes every bound; it is refused as a value of its own."""
+    overrides = [
+        f"optimizer.lr={text}",
+        f"network.layers.0.threshold={text}",
+        f"network.reg_lambda={text}",
+    ]
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(yaml.safe_load(DEMO.read_text()), overrides, source="demo.yaml")
+    assert len(caught.value.problems) == 3
+    assert all("expected a finite float" in p for p in caught.value.problems)
