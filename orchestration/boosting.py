@@ -13,22 +13,17 @@ sample's own error; its effect there is tiny (at most e^0.05 per epoch).
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from hm2bp.kernels.boosting import Boosting
 from hm2bp.orchestration.metrics import distributed
 from hm2bp.pipelines.manifest import Manifest
-from hm2bp.pipelines.storage import resolve
+from hm2bp.pipelines.shards import read_split
 
 
 def training_ids(shards: str, manifest: Manifest, split: str) -> list[str]:
-    """All sample ids of `split`, sorted (only the `sample_id` column is read)."""
-    fs, folder = resolve(shards)
-    files = [f"{folder}/{e.file}" for e in manifest.shards if e.split == split]
-    tables = [pq.read_table(f, columns=["sample_id"], filesystem=fs) for f in files]
-    return sorted(pa.concat_tables(tables).column("sample_id").to_pylist())
+    """All sample ids of `split`, sorted (each shard verified as it is read)."""
+    return sorted(read_split(shards, manifest, split, ["sample_id"]).column(0).to_pylist())
 
 
 class SampleBoosting:

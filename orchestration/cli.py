@@ -73,6 +73,11 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable files, list them")
     parser.add_argument("--keep-pixels", action="store_true", help="also store raw images")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished conversion with other options in --out (atomically)",
+    )
+    parser.add_argument(
         "-o",
         "--option",
         action="append",
@@ -111,6 +116,7 @@ def _convert(args: argparse.Namespace) -> int:
             keep_pixels=args.keep_pixels,
             reader_options=options,
             progress=True,
+            overwrite=args.overwrite,
         )
     except (BadInputError, ValueError, FileNotFoundError) as err:
         print(f"hm2bp convert: {err}", file=sys.stderr)

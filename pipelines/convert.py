@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from hm2bp.pipelines import destination
 from hm2bp.pipelines.checksums import source_checksums
 from hm2bp.pipelines.convert_task import ShardJob, ShardResult, build_shard
 from hm2bp.pipelines.encoders import (
@@ -35,15 +36,13 @@ from hm2bp.pipelines.manifest import (
     FORMAT_VERSION,
     Manifest,
     SkippedFile,
-    read_manifest,
-    write_manifest,
 )
 from hm2bp.pipelines.registry import get_reader, reader_options
-from hm2bp.pipelines.shard_plan import SHARD_NAME, conversion_fingerprint, plan_shards
+from hm2bp.pipelines.shard_plan import conversion_fingerprint, plan_shards
 from hm2bp.pipelines.shards import DATASET_KEY, shard_schema
 from hm2bp.pipelines.source import DatasetFacts, Reader
 from hm2bp.pipelines.splits import default_split, parse_split
-from hm2bp.pipelines.storage import absolute, file_names, remove_temporaries, resolve
+from hm2bp.pipelines.storage import absolute
 from tqdm.auto import tqdm
 
 
@@ -95,6 +94,7 @@ def convert(
     keep_pixels: bool = False,
     reader_options: Mapping[str, Any] | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> ConversionSummary:
     """Convert `dataset` (a registered reader's name, or a `Reader`) from `source` into shards and
     a manifest under `out` (a local path or a pyarrow filesystem URI).
@@ -102,6 +102,8 @@ def convert(
     `encoder` defaults to the reference's encoder for the data's kind; `T` and `dt_ms` override
     its values. `split` is a spec of `splits.py` (default: `default_split`). Raises the reader's
     `BadInputError` unless `skip_bad`, which lists the skipped files in the manifest instead.
+    A folder holding a conversion with other options is refused unless `overwrite`, which
+    replaces it atomically (`destination.py`).
     Calls `ray.init()` (joining `RAY_ADDRESS`, else starting a local Ray) unless Ray is running.
     """
     started = time.perf_counter()
@@ -123,23 +125,34 @@ def convert(
         split=spec.spec,
         seed=seed,
         keep_pixels=keep_pixels,
+        rows_per_shard=rows_per_shard,
+        skip_bad=skip_bad,
         source=source,
     )
     meta_keys = sorted({key for ref in refs for key in ref.meta})
-    fingerprint = conversion_fingerprint(manifest.header(), skip_bad=skip_bad, meta_keys=meta_keys)
+    fingerprint = conversion_fingerprint(manifest.header(), meta_keys=meta_keys)
     plans = plan_shards(refs, spec.assign(refs, seed), rows_per_shard, seed, fingerprint)
     schema = shard_schema(meta_keys, keep_pixels).with_metadata(
         {DATASET_KEY: json.dumps(manifest.header()).encode()}
     )
-    recorded = _prepare_destination(out)
+    target = destination.prepare(out, manifest, [p.file for p in plans], overwrite)
     jobs = [
-        ShardJob(p, out, source, schema, params, seed, skip_bad, keep_pixels, recorded.get(p.file))
+        ShardJob(
+            p,
+            target.write_to,
+            source,
+            schema,
+            params,
+            seed,
+            skip_bad,
+            keep_pixels,
+            target.recorded.get(p.file),
+        )
         for p in plans
     ]
     results = _run(jobs, reader, progress, f"convert {reader.facts.name}")
     manifest = _finish(manifest, results)
-    write_manifest(out, manifest)
-    _remove_stale_shards(out, {plan.file for plan in plans})
+    destination.finish(target, manifest)
     return ConversionSummary(
         dataset=manifest.dataset,
         out=out,
@@ -172,6 +185,8 @@ def _manifest(
     split: str,
     seed: int,
     keep_pixels: bool,
+    rows_per_shard: int,
+    skip_bad: bool,
     source: Path | None,
 ) -> Manifest:
     """The manifest's constant part; the shards, counts and skipped files come at the end."""
@@ -188,6 +203,8 @@ def _manifest(
         seed=seed,
         split=split,
         keep_pixels=keep_pixels,
+        rows_per_shard=rows_per_shard,
+        skip_bad=skip_bad,
         reader=reader,
         reader_options=reader_options,
         note=facts.note,
@@ -207,26 +224,6 @@ def _reader(
         return dataset, f"{type(dataset).__module__}.{type(dataset).__qualname__}", {}
     reader = get_reader(dataset, source, **options)
     return reader, dataset, {name: getattr(reader, name) for name in reader_options(dataset)}
-
-
-def _prepare_destination(out: str) -> dict[str, str]:
-    """Create the folder, drop an interrupted run's temporary files, and return file -> sha256
-    from the manifest of an earlier complete run, if there is one."""
-    fs, folder = resolve(out)
-    fs.create_dir(folder, recursive=True)
-    remove_temporaries(fs, folder)
-    try:
-        return {e.file: e.sha256 for e in read_manifest(out).shards}
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def _remove_stale_shards(out: str, planned: set[str]) -> None:
-    """Delete shards of an earlier, different plan (after the new manifest is in place)."""
-    fs, folder = resolve(out)
-    for name in file_names(fs, folder):
-        if SHARD_NAME.match(name) and name not in planned:
-            fs.delete_file(f"{folder}/{name}")
 
 
 def _run(jobs: Sequence[ShardJob], reader: Reader, progress: bool, desc: str) -> list[ShardResult]:

@@ -1,15 +1,16 @@
 """The reading side for a trainer: a Ray Dataset over a split's shards, and dense batches.
 
 `read_shards` reads only the files the manifest lists for the split (shards are per split), so
-stale or foreign files in the folder never leak in; `dense_batches` iterates a dataset (or a
-worker's `ray.train.get_dataset_shard`) as `(spikes uint8 [T, B, N], labels int64 [B])`, taking
-pyarrow batches so that `decode_spikes` reads the list columns without copying.
+stale or foreign files in the folder never leak in, and every read task verifies what it reads
+(`shards.read_shard`: sha256, rows, split, sample ids, value ranges) on whichever node it runs;
+`dense_batches` iterates a dataset (or a worker's `ray.train.get_dataset_shard`) as
+`(spikes uint8 [T, B, N], labels int64 [B])`, taking pyarrow batches so that `decode_spikes` reads
+the list columns without copying.
 
-`read_shards` builds its dataset with Ray Data's first Parquet datasource: in Ray 2.60 the newer
-one (`DataContext.use_datasource_v2`, the default) adds a file-listing stage that cost 10-40 s per
-pass over 1,000 N-MNIST rows on our 2-core machines, against 1-10 s for the first one (the files are
-listed in the manifest already, so there is nothing to discover). The caller's context is left as
-it was; the dataset keeps the choice.
+The dataset comes from a datasource of our own rather than `ray.data.read_parquet`: the files and
+their digests are in the manifest already, so there is nothing to discover (Ray 2.60's Parquet
+datasource adds a file-listing stage that cost 10-40 s per pass over 1,000 N-MNIST rows on our
+2-core machines), and a read task must hash the very bytes it parses.
 """
 
 from __future__ import annotations
@@ -20,30 +21,62 @@ from typing import Any
 import numpy as np
 import ray.data
 from hm2bp.pipelines.decode import decode_spikes
-from hm2bp.pipelines.manifest import Manifest, read_manifest
+from hm2bp.pipelines.manifest import Manifest, ShardEntry, read_manifest
+from hm2bp.pipelines.shards import read_shard
 from hm2bp.pipelines.storage import resolve
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+
+class ShardDatasource(Datasource):
+    """The listed shards of one conversion, each read and verified by a Ray Data read task."""
+
+    def __init__(
+        self,
+        location: str,
+        manifest: Manifest,
+        entries: Sequence[ShardEntry],
+        columns: Sequence[str] | None,
+    ) -> None:
+        super().__init__()
+        self.location = location
+        self.manifest = manifest
+        self.entries = list(entries)
+        self.columns = None if columns is None else list(columns)
+
+    def estimate_inmemory_data_size(self) -> int:
+        # Decoded list columns take about what the spikes do: 2 + 4 bytes per spike.
+        return sum(6 * e.spikes for e in self.entries)
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
+        groups = [self.entries[i :: max(parallelism, 1)] for i in range(max(parallelism, 1))]
+        return [self._task(group) for group in groups if group]
+
+    def _task(self, group: list[ShardEntry]) -> ReadTask:
+        location, manifest, columns = self.location, self.manifest, self.columns
+        metadata = BlockMetadata(
+            num_rows=sum(e.rows for e in group),
+            size_bytes=sum(6 * e.spikes for e in group),
+            exec_stats=None,
+            input_files=[f"{location}/{e.file}" for e in group],
+        )
+
+        def read() -> Iterator[Any]:
+            fs, folder = resolve(location)
+            for entry in group:
+                yield read_shard(fs, folder, entry, manifest, columns)
+
+        return ReadTask(read, metadata)
 
 
 def read_shards(
     location: str, split: str | None = None, columns: Sequence[str] | None = None
 ) -> ray.data.Dataset:
     """A Ray Dataset over the shards under `location` (a local path or URI), optionally of one
-    split (`train`, `val`, `test`) and only some columns."""
+    split (`train`, `val`, `test`) and only some columns; each shard verified as it is read."""
     manifest = read_manifest(location)
-    fs, folder = resolve(location)
-    files = [f"{folder}/{e.file}" for e in manifest.shards if split in (None, e.split)]
-    if not files:
-        found = sorted({e.split for e in manifest.shards})
-        raise ValueError(
-            f"split: no shards for {split!r} in {location} (expected one of {', '.join(found)})"
-        )
-    context = ray.data.DataContext.get_current()
-    previous, context.use_datasource_v2 = context.use_datasource_v2, False
-    try:
-        dataset = ray.data.read_parquet(files, filesystem=fs)
-    finally:
-        context.use_datasource_v2 = previous
-    return dataset.select_columns(list(columns)) if columns else dataset
+    entries = manifest.entries(split, location)
+    return ray.data.read_datasource(ShardDatasource(location, manifest, entries, columns))
 
 
 def dense_batches(

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import PurePosixPath
 from typing import Any
 
 from hm2bp.pipelines.encoders import EncoderParams, encoder_from_record
 from hm2bp.pipelines.storage import read_bytes, resolve, write_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows_per_shard and skip_bad recorded; shard files confined
 MANIFEST_NAME = "manifest.json"
 
 
@@ -57,6 +59,8 @@ class Manifest:
     seed: int
     split: str
     keep_pixels: bool
+    rows_per_shard: int
+    skip_bad: bool
     reader: str
     reader_options: dict[str, Any]
     note: str
@@ -79,6 +83,16 @@ class Manifest:
     def spikes(self) -> int:
         return sum(e.spikes for e in self.shards)
 
+    def entries(self, split: str | None, where: str) -> list[ShardEntry]:
+        """The shards of `split` (all for None); an error naming `where` when there are none."""
+        found = [e for e in self.shards if split in (None, e.split)]
+        if not found:
+            splits = ", ".join(sorted({e.split for e in self.shards}))
+            raise ValueError(
+                f"split: no shards for {split!r} in {where} (expected one of {splits})"
+            )
+        return found
+
     def encoding(self) -> EncoderParams:
         """The encoder's parameters as their dataclass (for example to re-encode raw pixels)."""
         return encoder_from_record(self.encoder, self.encoder_params)
@@ -89,6 +103,40 @@ class Manifest:
         for name in ("counts", "shards", "skipped"):
             del body[name]
         return body
+
+    def options(self) -> dict[str, Any]:
+        """What decides a conversion's shards, the software versions aside: two runs of
+        `convert` are the same conversion when their options are equal."""
+        body = self.header()
+        del body["software"]
+        return body
+
+    def repair_hint(self, folder: str) -> str:
+        """The `hm2bp convert` command that writes the shards of `folder` again."""
+        command = [
+            "hm2bp",
+            "convert",
+            self.reader,
+            "--source",
+            "<the same source>",
+            "--out",
+            folder,
+            "--T",
+            str(self.T),
+            "--dt",
+            str(self.dt_ms),
+            "--seed",
+            str(self.seed),
+            "--split",
+            self.split,
+            "--rows-per-shard",
+            str(self.rows_per_shard),
+        ]
+        command += ["--skip-bad"] * self.skip_bad + ["--keep-pixels"] * self.keep_pixels
+        for key, value in self.reader_options.items():
+            command += ["-o", f"{key}={json.dumps(value)}"]
+        source = "" if self.sources else " (without --source)"
+        return f"run `{shlex.join(command)}`{source} to write it again"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -112,10 +160,29 @@ def manifest_from_json(text: str, where: str) -> Manifest:
             f"{where}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)} "
             "(expected exactly the keys of hm2bp.pipelines.manifest.Manifest)"
         )
+    try:
+        return _manifest(body, where)
+    except (TypeError, KeyError, AttributeError) as err:
+        raise ValueError(
+            f"{where}: malformed ({type(err).__name__}: {err}; expected the types of "
+            "hm2bp.pipelines.manifest.Manifest)"
+        ) from None
+
+
+def _manifest(body: dict[str, Any], where: str) -> Manifest:
     body["classes"] = tuple(body["classes"])
     body["input_shape"] = tuple(body["input_shape"])
     body["source_labels"] = tuple(body["source_labels"])
     body["shards"] = tuple(ShardEntry(**e) for e in body["shards"])
+    for entry in body["shards"]:
+        types = (entry.file, entry.split, entry.rows, entry.spikes, entry.sha256)
+        if not all(isinstance(v, t) for v, t in zip(types, (str, str, int, int, str), strict=True)):
+            raise TypeError(f"shard entry {entry}")
+        if PurePosixPath(entry.file).name != entry.file or entry.file in ("", ".", ".."):
+            raise ValueError(
+                f"{where}: shard file {entry.file!r} (expected a file name inside the manifest's "
+                "folder, no path)"
+            )
     body["skipped"] = tuple(
         SkippedFile(s["path"], s["reason"], tuple(s["sample_ids"])) for s in body["skipped"]
     )

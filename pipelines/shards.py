@@ -6,6 +6,11 @@ string column per metadata key of the source (for example `speaker`); then, opti
 binary (the raw uint8 image, row-major, for re-encoding each epoch). The schema metadata holds the
 manifest's constant part (`hm2bp.dataset`) and this shard's own facts (`hm2bp.shard`: the plan key
 that a rerun compares, spike and class counts, skipped files).
+
+Readers trust no byte they have not checked: `read_shard` hashes the bytes it parses against the
+manifest's sha256 (one read, so nothing can change between the check and the use), then checks the
+rows, split, sample ids and value ranges against the manifest. A shard that fails is an error
+naming it, what differs, and the command that writes it again.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from hm2bp.pipelines.checksums import sha256_bytes
+from hm2bp.pipelines.errors import BadInputError
+from hm2bp.pipelines.manifest import Manifest, ShardEntry
 from hm2bp.pipelines.source import SampleRef
-from hm2bp.pipelines.storage import write_atomic
+from hm2bp.pipelines.storage import read_bytes, resolve, write_atomic
 
 DATASET_KEY = b"hm2bp.dataset"
 SHARD_KEY = b"hm2bp.shard"
@@ -110,3 +118,84 @@ def shard_info(fs: pafs.FileSystem, path: str) -> tuple[int, dict[str, Any]] | N
     if SHARD_KEY not in metadata:
         return None
     return rows, json.loads(metadata[SHARD_KEY])
+
+
+def read_shard(
+    fs: pafs.FileSystem,
+    folder: str,
+    entry: ShardEntry,
+    manifest: Manifest,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """The shard `entry` of the conversion in `folder`, verified, with only `columns` (all when
+    None). Raises `BadInputError` naming the shard when it is missing, its bytes differ from the
+    manifest's sha256, or its rows, split, sample ids or values disagree with the manifest."""
+    path = f"{folder}/{entry.file}"
+    repair = f"a whole shard; {manifest.repair_hint(folder)}"
+    try:
+        data = read_bytes(fs, path)
+    except FileNotFoundError:
+        raise BadInputError(path, "missing (the manifest lists it)", repair) from None
+    digest = sha256_bytes(data)
+    if digest != entry.sha256:
+        raise BadInputError(
+            path,
+            f"sha256 {digest[:16]}... (the file changed after it was written)",
+            f"{entry.sha256[:16]}... as manifest.json records; {repair}",
+        )
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (OSError, pa.ArrowException) as err:  # a shard written by another tool
+        raise BadInputError(path, f"unreadable Parquet ({err})", repair) from None
+    problem = _shard_problem(table, entry, manifest)
+    if problem:
+        raise BadInputError(path, problem[0], f"{problem[1]}; {repair}")
+    return table.select(list(columns)) if columns is not None else table
+
+
+def read_split(
+    location: str, manifest: Manifest, split: str, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """All rows of `split` under `location`, every shard verified, as one table read in this
+    process (no Ray); a sample id in two shards is refused too."""
+    fs, folder = resolve(location)
+    table = pa.concat_tables(
+        [read_shard(fs, folder, e, manifest) for e in manifest.entries(split, location)]
+    )
+    ids = table.column("sample_id")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise BadInputError(
+            folder,
+            f"a sample_id in two shards of {split!r}",
+            f"each sample once; {manifest.repair_hint(folder)}",
+        )
+    return table.select(list(columns)) if columns is not None else table
+
+
+def _shard_problem(
+    table: pa.Table, entry: ShardEntry, manifest: Manifest
+) -> tuple[str, str] | None:
+    """`(what was found, what was expected)` for the first disagreement with the manifest."""
+    header = json.loads((table.schema.metadata or {}).get(DATASET_KEY, b"null"))
+    if header != json.loads(json.dumps(manifest.header())):
+        return "the dataset facts of another conversion in its footer", "those of manifest.json"
+    if table.num_rows != entry.rows:
+        return f"{table.num_rows} rows", f"{entry.rows} as manifest.json records"
+    splits = set(table.column("split").to_pylist())
+    if splits - {entry.split}:
+        return f"rows of split {sorted(splits)}", f"only {entry.split!r}"
+    ids = table.column("sample_id")
+    if pc.count_distinct(ids).as_py() != len(ids) or ids.null_count:
+        return "a repeated or missing sample_id", "one row per sample"
+    limits = (
+        ("label", len(manifest.classes)),
+        ("times", manifest.T),
+        ("neurons", manifest.n_inputs),
+    )
+    for name, limit in limits:
+        column = table.column(name)
+        values = pc.list_flatten(column) if name != "label" else column
+        low, high = pc.min_max(values).values()
+        if low.as_py() is not None and not 0 <= low.as_py() <= high.as_py() < limit:
+            return f"{name} from {low} to {high}", f"0 <= {name} < {limit}"
+    return None

@@ -162,9 +162,11 @@ def test_a_rerun_trusts_only_shards_that_match(tmp_path):
     victim = tmp_path / read_manifest(str(tmp_path)).shards[0].file
     victim.write_bytes(victim.read_bytes()[:-20])  # a damaged footer
     assert convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5).shards_written == 1
-    reseeded = convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5, seed=1)
+    reseeded = convert(
+        TinyImages(n=20), out=str(tmp_path), rows_per_shard=5, seed=1, overwrite=True
+    )
     assert reseeded.shards_written == 5
-    regrouped = convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=20)
+    regrouped = convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=20, overwrite=True)
     assert shard_files(tmp_path) == ["train-00000.parquet", "val-00000.parquet"]
     assert regrouped.samples == 20
 
