@@ -9,7 +9,9 @@ trained with one backend on one device (Triton on a GPU) loads with another (ref
 
 Every checkpoint is a folder `checkpoint_epoch_NNNN/` under `storage_path/name` (Ray Train names it
 so under Ray; `run_local` writes it itself): the file is written under a temporary name and renamed,
-so a crash never leaves a checkpoint that looks whole.
+so a crash never leaves a checkpoint that looks whole. Beside it, `checkpoint.sha256` holds the
+digest of its bytes, written after it: torch's format checks no tensor byte (a flipped bit in a
+weight loads silently), so a checkpoint is whole only with a digest that matches.
 """
 
 from __future__ import annotations
@@ -20,11 +22,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hm2bp.pipelines.checksums import sha256_bytes
 from hm2bp.pipelines.storage import read_bytes, resolve, write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
+DIGEST_FILE = "checkpoint.sha256"
 FORMAT = 1
+STATE_KEYS = frozenset(
+    {
+        "epoch",
+        "model",
+        "optimizer",
+        "rng",
+        "config",
+        "history",
+        "confusion",
+        "classes",
+        "boosting",
+        "trained_on",
+    }
+)
 _FOLDER = re.compile(r"^checkpoint_epoch_(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: damaged, foreign, or of another format."""
 
 
 def folder_name(epoch: int) -> str:
@@ -42,7 +64,9 @@ def save_state(state: dict[str, Any], folder: str) -> str:
     """Write `state` atomically as `<folder>/checkpoint.pt` (folder: a local path or a URI)."""
     fs, path = resolve(folder)
     fs.create_dir(path, recursive=True)
-    write_atomic(fs, f"{path}/{CHECKPOINT_FILE}", state_bytes(state))
+    data = state_bytes(state)
+    write_atomic(fs, f"{path}/{CHECKPOINT_FILE}", data)
+    write_atomic(fs, f"{path}/{DIGEST_FILE}", f"{sha256_bytes(data)}\n".encode())
     return f"{folder}/{CHECKPOINT_FILE}"
 
 
@@ -59,9 +83,36 @@ def load_state(location: str | Path) -> dict[str, Any]:
             f"{path}: no checkpoint (expected a checkpoint_epoch_NNNN folder written by "
             "`hm2bp train`, or its checkpoint.pt)"
         ) from None
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state.get('format')!r} (expected {FORMAT})")
+    folder = path.rsplit("/", 1)[0]
+    try:
+        digest = read_bytes(fs, f"{folder}/{DIGEST_FILE}").decode(errors="replace").strip()
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{path}: no {DIGEST_FILE} beside it (expected the digest `hm2bp train` writes with "
+            "every checkpoint; without it a damaged file cannot be told from a whole one)"
+        ) from None
+    if sha256_bytes(data) != digest:
+        raise CheckpointError(
+            f"{path}: sha256 {sha256_bytes(data)[:16]}... (expected {digest[:16]}... as "
+            f"{DIGEST_FILE} records: the file changed after it was written; use another "
+            "checkpoint_epoch_NNNN of the run)"
+        )
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds (and suggests weights_only=False: never)
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}; "
+            "expected a checkpoint.pt written by `hm2bp train`: the file is damaged or foreign, "
+            "use another checkpoint_epoch_NNNN of the run)"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: checkpoint format {found!r} (expected {FORMAT})")
+    missing = sorted(STATE_KEYS - set(state))
+    if missing:
+        raise CheckpointError(
+            f"{path}: a checkpoint without {missing} (expected {sorted(STATE_KEYS)})"
+        )
     return state
 
 
@@ -74,7 +125,10 @@ def latest_checkpoint(run_folder: str) -> str | None:
     found = []
     for info in infos:
         match = _FOLDER.match(info.base_name)
-        complete = fs.get_file_info(f"{info.path}/{CHECKPOINT_FILE}").type == pafs.FileType.File
+        complete = all(
+            fs.get_file_info(f"{info.path}/{name}").type == pafs.FileType.File
+            for name in (CHECKPOINT_FILE, DIGEST_FILE)
+        )
         if info.type == pafs.FileType.Directory and match and complete:
             found.append((int(match.group(1)), info.base_name))
     if not found:

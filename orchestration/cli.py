@@ -90,7 +90,6 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     from hm2bp.pipelines.convert import convert
-    from hm2bp.pipelines.errors import BadInputError
 
     options = {}
     for pair in args.option:
@@ -102,25 +101,21 @@ def _convert(args: argparse.Namespace) -> int:
             options[key] = json.loads(text)
         except json.JSONDecodeError:
             options[key] = text
-    try:
-        summary = convert(
-            args.dataset,
-            out=args.out,
-            source=args.source,
-            T=args.T,
-            dt_ms=args.dt,
-            seed=args.seed,
-            split=args.split,
-            rows_per_shard=args.rows_per_shard,
-            skip_bad=args.skip_bad,
-            keep_pixels=args.keep_pixels,
-            reader_options=options,
-            progress=True,
-            overwrite=args.overwrite,
-        )
-    except (BadInputError, ValueError, FileNotFoundError) as err:
-        print(f"hm2bp convert: {err}", file=sys.stderr)
-        return 1
+    summary = convert(
+        args.dataset,
+        out=args.out,
+        source=args.source,
+        T=args.T,
+        dt_ms=args.dt,
+        seed=args.seed,
+        split=args.split,
+        rows_per_shard=args.rows_per_shard,
+        skip_bad=args.skip_bad,
+        keep_pixels=args.keep_pixels,
+        reader_options=options,
+        progress=True,
+        overwrite=args.overwrite,
+    )
     print(summary.format())
     return 0
 
@@ -171,17 +166,12 @@ def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import ray
-    from hm2bp.orchestration.config import ConfigError, load_config
-    from hm2bp.orchestration.tracking import TrackingError
+    from hm2bp.orchestration.config import load_config
     from hm2bp.orchestration.trainer import train
 
     ray_started = not ray.is_initialized()
-    try:
-        config = load_config(args.config, args.overrides)
-        result = train(config, config_text=Path(args.config).read_text())
-    except (ConfigError, TrackingError, FileNotFoundError) as err:
-        print(f"hm2bp train: {err}", file=sys.stderr)
-        return 1
+    config = load_config(args.config, args.overrides)
+    result = train(config, config_text=Path(args.config).read_text())
     _report_run(result, args.json, ray_started)
     return 0
 
@@ -200,14 +190,9 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from hm2bp.orchestration.config import ConfigError
     from hm2bp.orchestration.evaluate import evaluate
 
-    try:
-        result = evaluate(args.checkpoint, args.shards, args.split, args.device, args.batch_size)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"hm2bp evaluate: {err}", file=sys.stderr)
-        return 1
+    result = evaluate(args.checkpoint, args.shards, args.split, args.device, args.batch_size)
     print(result.format())
     if args.json:
         print(json.dumps(result.summary()))
@@ -223,16 +208,10 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     import ray
-    from hm2bp.orchestration.config import ConfigError
     from hm2bp.orchestration.demo import demo
-    from hm2bp.orchestration.tracking import TrackingError
 
     ray_started = not ray.is_initialized()
-    try:
-        result = demo(args.workdir, args.overrides)
-    except (ConfigError, TrackingError) as err:
-        print(f"hm2bp demo: {err}", file=sys.stderr)
-        return 1
+    result = demo(args.workdir, args.overrides)
     _report_run(result, args.json, ray_started)
     return 0
 
@@ -245,17 +224,11 @@ def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     import ray
     from hm2bp.orchestration.runs import collect_runs, format_table
-    from hm2bp.orchestration.schema import ConfigError
     from hm2bp.orchestration.sweep import load_sweep, run_sweep
-    from hm2bp.orchestration.tracking import TrackingError
 
     ray_started = not ray.is_initialized()
-    try:
-        sweep = load_sweep(args.config, args.overrides)
-        result = run_sweep(sweep)
-    except (ConfigError, FileNotFoundError, TrackingError) as err:
-        print(f"hm2bp sweep: {err}", file=sys.stderr)
-        return 1
+    sweep = load_sweep(args.config, args.overrides)
+    result = run_sweep(sweep)
     if ray_started:
         ray.shutdown()
     experiment = sweep.config.tracking.experiment
@@ -298,11 +271,7 @@ def _runs(args: argparse.Namespace) -> int:
     from hm2bp.orchestration.runs import collect_runs, format_table, plot_runs, rows_as_json
     from hm2bp.orchestration.tracking import resolve_tracking_uri
 
-    try:
-        rows = collect_runs(resolve_tracking_uri(args.tracking_uri), args.experiment, args.sort)
-    except ValueError as err:
-        print(f"hm2bp runs: {err}", file=sys.stderr)
-        return 1
+    rows = collect_runs(resolve_tracking_uri(args.tracking_uri), args.experiment, args.sort)
     if args.plot:
         print(f"comparison plot: {plot_runs(rows, args.sort, Path(args.plot))}")
     if args.json:
@@ -312,11 +281,44 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def expected_failure(err: BaseException) -> BaseException | None:
+    """The expected failure that `err` is or carries, else None (a bug: its traceback is shown).
+
+    Expected are the errors our code raises with a message for the user (`BadInputError`,
+    `ConfigError`, `CheckpointError` and the other `ValueError`s, `TrackingError`) and the
+    system's `OSError`s (a missing file, a full disk), each naming the file. Ray wraps an error
+    raised in a task or a training worker (`RayTaskError.cause`, Train's `worker_failures`,
+    `controller_failure`, a worker's `_base_exc`); the innermost one is the message.
+    """
+    from hm2bp.orchestration.tracking import TrackingError
+
+    pending, seen = [err], set()
+    while pending:
+        error = pending.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        wrapped = [
+            getattr(error, name, None) for name in ("cause", "_base_exc", "controller_failure")
+        ]
+        wrapped += list(getattr(error, "worker_failures", {}).values())
+        inner = [e for e in wrapped if isinstance(e, BaseException)]
+        if isinstance(error, ValueError | OSError | TrackingError) and not inner:
+            return error
+        pending += [*inner, *([error.__cause__] if error.__cause__ is not None else [])]
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hm2bp", description="HM2-BP spiking neural networks on Ray: convert, train, sweep."
     )
     parser.add_argument("--version", action="version", version=f"hm2bp {version('hm2bp')}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the traceback of an expected failure too (bad input, config, store)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, run) in _commands().items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
@@ -331,7 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2
-    return args.run(args)
+    try:
+        return args.run(args)
+    except Exception as err:
+        found = expected_failure(err)
+        if found is None or args.traceback:
+            raise
+        print(f"hm2bp {args.command}: {found}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

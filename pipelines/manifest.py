@@ -113,30 +113,14 @@ class Manifest:
 
     def repair_hint(self, folder: str) -> str:
         """The `hm2bp convert` command that writes the shards of `folder` again."""
-        command = [
-            "hm2bp",
-            "convert",
-            self.reader,
-            "--source",
-            "<the same source>",
-            "--out",
-            folder,
-            "--T",
-            str(self.T),
-            "--dt",
-            str(self.dt_ms),
-            "--seed",
-            str(self.seed),
-            "--split",
-            self.split,
-            "--rows-per-shard",
-            str(self.rows_per_shard),
-        ]
+        source = ["--source", "<the same source>"] if self.sources else []
+        command = ["hm2bp", "convert", self.reader, *source, "--out", folder]
+        command += ["--T", str(self.T), "--dt", str(self.dt_ms), "--seed", str(self.seed)]
+        command += ["--split", self.split, "--rows-per-shard", str(self.rows_per_shard)]
         command += ["--skip-bad"] * self.skip_bad + ["--keep-pixels"] * self.keep_pixels
         for key, value in self.reader_options.items():
             command += ["-o", f"{key}={json.dumps(value)}"]
-        source = "" if self.sources else " (without --source)"
-        return f"run `{shlex.join(command)}`{source} to write it again"
+        return f"run `{shlex.join(command)}` to write it again"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

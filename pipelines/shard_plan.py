@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +20,6 @@ from typing import Any
 import numpy as np
 from hm2bp.pipelines.source import SampleRef
 from hm2bp.pipelines.splits import SPLITS, Assignment
-
-SHARD_NAME = re.compile(r"^(train|val|test)-\d{5}\.parquet$")
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,72 @@
-"""Checkpoints: atomic, found newest first, pruned, loadable on the CPU."""
+"""Checkpoints: atomic, digested, found newest first, pruned, loadable on the CPU."""
 
+import pytest
 import torch
 from hm2bp.orchestration import checkpoint as ckpt
+
+
+def state(epoch):
+    return {**dict.fromkeys(ckpt.STATE_KEYS), "epoch": epoch, "model": torch.full((2,), epoch)}
 
 
 def test_save_load_latest_and_prune(tmp_path):
     run = str(tmp_path / "run")
     for epoch in (1, 2, 3):
-        ckpt.save_state({"epoch": epoch, "w": torch.full((2,), float(epoch))}, f"{run}/"
-                        f"{ckpt.folder_name(epoch)}")  # fmt: skip
+        ckpt.save_state(state(epoch), f"{run}/{ckpt.folder_name(epoch)}")
     (tmp_path / "run" / "checkpoint_epoch_0009").mkdir()  # no checkpoint.pt: not complete
     (tmp_path / "run" / "checkpoint_epoch_0003" / ".checkpoint.pt.tmp-x").write_bytes(b"half")
+    ckpt.save_state(state(4), f"{run}/{ckpt.folder_name(4)}")
+    (tmp_path / "run" / "checkpoint_epoch_0004" / ckpt.DIGEST_FILE).unlink()  # cut before it
     latest = ckpt.latest_checkpoint(run)
     assert latest == f"{run}/checkpoint_epoch_0003"
-    state = ckpt.load_state(latest)
-    assert state["epoch"] == 3 and torch.equal(state["w"], torch.full((2,), 3.0))
+    loaded = ckpt.load_state(latest)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"], torch.full((2,), 3))
     assert ckpt.load_state(f"{latest}/checkpoint.pt")["epoch"] == 3
     ckpt.remove_older(run, keep=2)
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["checkpoint_epoch_0003", "checkpoint_epoch_0009"]
+    assert names == ["checkpoint_epoch_0004", "checkpoint_epoch_0009"]
 
 
 def test_missing_checkpoint_names_what_was_expected(tmp_path):
-    try:
+    with pytest.raises(FileNotFoundError, match="no checkpoint .expected a checkpoint_epoch_NNNN"):
         ckpt.load_state(tmp_path)
-    except FileNotFoundError as err:
-        assert "no checkpoint (expected a checkpoint_epoch_NNNN folder" in str(err)
-    else:
-        raise AssertionError("a missing checkpoint must raise")
     assert ckpt.latest_checkpoint(str(tmp_path / "nothing")) is None
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    if how == "flip":
+        middle = len(data) // 2
+        return path.write_bytes(data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :])
+    if how == "truncate":
+        return path.write_bytes(data[: len(data) // 3])
+    return path.write_bytes(b"not a checkpoint at all")
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "garbage"])
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, how):
+    """torch loads a flipped weight byte silently: the digest beside the file catches it."""
+    folder = tmp_path / "checkpoint_epoch_0001"
+    ckpt.save_state(state(1), str(folder))
+    damage(folder / "checkpoint.pt", how)
+    with pytest.raises(ckpt.CheckpointError, match=f"{folder}/checkpoint.pt: sha256 .* changed"):
+        ckpt.load_state(folder)
+
+
+def test_a_foreign_file_with_a_matching_digest_is_refused_without_torchs_advice(tmp_path):
+    folder = tmp_path / "checkpoint_epoch_0001"
+    ckpt.save_state(state(1), str(folder))
+    torch.save({"format": 1, "epoch": 1}, folder / "checkpoint.pt")  # another tool's file
+    data = (folder / "checkpoint.pt").read_bytes()
+    (folder / ckpt.DIGEST_FILE).write_text(ckpt.sha256_bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match="a checkpoint without .'boosting', 'classes'"):
+        ckpt.load_state(folder)
+    (folder / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
+    (folder / ckpt.DIGEST_FILE).write_text(ckpt.sha256_bytes(b"\x80\x02garbage"))
+    with pytest.raises(ckpt.CheckpointError) as caught:
+        ckpt.load_state(folder)
+    assert "not a readable checkpoint" in str(caught.value)
+    assert "weights_only=False" not in str(caught.value)
+    (folder / ckpt.DIGEST_FILE).unlink()
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint.sha256 beside it"):
+        ckpt.load_state(folder)
