@@ -17,13 +17,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -c "from hm2bp.kernels.cpu_backend import warm_up; warm_up()"
 	touch $@
 
+# A real MLflow server for the tests that kill and restart one: full MLflow (Flask, uvicorn) in a
+# venv of its own, since its pins (python-dateutil) differ from the client's, as on a real cluster.
+MLFLOW_VENV ?= .venv-mlflow
+$(MLFLOW_VENV)/.installed: constraints.txt
+	python3 -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install -q "mlflow==$$(sed -n 's/^mlflow-skinny==//p' constraints.txt)"
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/hm2bp demo
 
 # pytest exits 5 when it collects no tests; that is not a failure of the project.
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(MLFLOW_VENV)/.installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	HM2BP_MLFLOW_SERVER=$(abspath $(MLFLOW_VENV))/bin/mlflow $(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

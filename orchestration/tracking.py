@@ -11,7 +11,13 @@ file and shard manifest as artifacts. Rank 0 alone logs metrics (`EpochLogger`):
 metrics go in one `log_batch`, *after* the epoch's checkpoint is saved, and the logger skips epochs
 the run already holds. So a worker lost after a checkpoint and before logging has its epoch logged
 from the checkpoint's history on restart, and no epoch is ever logged twice. If the store drops
-mid-run, training goes on: pending epochs are retried at the next epoch and the failure is reported.
+mid-run, training goes on: pending epochs are retried at the next epoch, and at the end the driver
+(`complete_run`) logs what the run still lacks from the final checkpoint's history before marking
+it FINISHED; what the store cannot take then is reported with the epochs it lacks, not raised.
+
+Every MLflow call, the driver's and rank 0's, runs under one cap on MLflow's HTTP retries
+(`_capped_http`): by default MLflow retries a failing call for about 4 minutes, so a store that
+answers `/health` but fails every call (503) would hold `hm2bp train` that long per call.
 
 A rerun with the same `run.name` and `storage_path` finds its MLflow run by the tag `hm2bp.run_key`
 and continues it, as training continues from the checkpoint.
@@ -21,12 +27,13 @@ and continues it, as training continues from the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +43,36 @@ log = logging.getLogger(__name__)
 RUN_KEY_TAG = "hm2bp.run_key"
 # A marker metric logged with every epoch: its history says which epochs the run holds.
 EPOCH_METRIC = "epoch"
+# MLflow's defaults are 7 retries with exponential backoff (about 4 minutes), 120 s to wait for an
+# answer, and a server's Retry-After obeyed however long: one retry at once and 10 s instead.
+_HTTP_CAP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
+}
 
 
 class TrackingError(RuntimeError):
-    """The tracking store cannot be used; raised before training starts."""
+    """The tracking store cannot be used: by `open_run` before training starts, by `finish_run`."""
+
+
+@contextlib.contextmanager
+def _capped_http() -> Iterator[None]:
+    """MLflow calls inside (or in a function so decorated) fail within seconds on a failing store.
+
+    MLflow reads these variables at each request (`mlflow.utils.rest_utils.http_request`, the
+    artifact proxy's `http_artifact_repo`; its session cache is keyed by their values), so they cap
+    exactly the calls made inside. They are set only while inside and only where the user has not
+    set them (an explicit value wins), so neither the user's environment nor a Ray cluster that
+    this process starts afterwards inherits them.
+    """
+    added = {k: v for k, v in _HTTP_CAP.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def resolve_tracking_uri(configured: str | None = None, cwd: str | Path | None = None) -> str:
@@ -87,6 +120,7 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return (database.parent / "mlartifacts" / experiment).as_uri()
 
 
+@_capped_http()
 def open_run(
     uri: str,
     experiment: str,
@@ -143,28 +177,44 @@ def open_run(
     return RunRef(uri, run_id, experiment_id)
 
 
+@_capped_http()
 def finish_run(ref: RunRef, failed: bool = False) -> None:
+    """Mark the run FAILED or FINISHED; raises `TrackingError` naming the URI if the store fails."""
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(ref.uri).set_terminated(ref.run_id, "FAILED" if failed else "FINISHED")
-
-
-def missing_epochs(ref: RunRef, epochs: int) -> str | None:
-    """None when the run holds epochs `0..epochs-1`, else what is missing and why."""
-    from mlflow.tracking import MlflowClient
-
+    status = "FAILED" if failed else "FINISHED"
     try:
-        history = MlflowClient(ref.uri).get_metric_history(ref.run_id, EPOCH_METRIC)
+        MlflowClient(ref.uri).set_terminated(ref.run_id, status)
     except Exception as err:
-        return (
-            f"tracking store {ref.uri} failed at the end of training: {type(err).__name__}: {err}"
-        )
-    missing = sorted(set(range(epochs)) - {int(m.step) for m in history})
-    if not missing:
-        return None
+        raise TrackingError(
+            f"tracking store {ref.uri}: run {ref.run_id} could not be marked {status}: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
+def complete_run(ref: RunRef, history: Sequence[Mapping[str, float]]) -> str | None:
+    """The driver's end of a trained run: log the epochs of `history` (the final checkpoint's)
+    that the run lacks, since rank 0 retries a failed log only at its next epoch, then mark the run
+    FINISHED. Returns None, or the problem naming the store and the epochs the run lacks; the run
+    is then left RUNNING, and a rerun of the same command logs them and finishes it."""
+    logger = EpochLogger(ref)
+    logger.sync(history)
+    epochs = list(range(len(history)))
+    if logger.logged is None:
+        lacking = f"may lack any of epochs {epochs} (it could not be read)"
+    else:
+        missing = [epoch for epoch in epochs if epoch not in logger.logged]
+        if not missing:
+            try:
+                finish_run(ref)
+                return None
+            except TrackingError as err:
+                return f"{err} (it holds every epoch)"
+        lacking = f"lacks epochs {missing}"
     return (
-        f"MLflow run {ref.run_id} in {ref.uri} lacks epochs {missing} (the store failed during "
-        "training; the checkpoint's history holds them)"
+        f"tracking store {ref.uri} failed at the end of training ({logger.failure}): MLflow run "
+        f"{ref.run_id} {lacking}; the checkpoint's history holds every epoch: rerun the same "
+        "command once the store is back to log them"
     )
 
 
@@ -172,9 +222,6 @@ class EpochLogger:
     """Rank 0's metrics logging: each epoch once, in one batch, failures kept, not raised."""
 
     def __init__(self, ref: RunRef) -> None:
-        # A server that drops mid-run must not stall training for MLflow's default retries.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
 
         self.ref = ref
@@ -184,7 +231,8 @@ class EpochLogger:
 
     def _try(self, what: str, call, *args, **kwargs) -> bool:
         try:
-            call(*args, **kwargs)
+            with _capped_http():  # a server that drops mid-run must not stall training
+                call(*args, **kwargs)
             return True
         except Exception as err:  # the store dropped: training goes on, the failure is kept
             self.failure = f"{what}: {type(err).__name__}: {err}"

@@ -13,8 +13,10 @@ since Train V2 refuses a Trainer inside a Tuner) all call. In order:
    `RunConfig(name, storage_path)` (a rerun with the same pair resumes from its last checkpoint),
    the `train` split divided equally among workers and the `val` split whole to each (each worker
    validates every world_size-th batch);
-4. `fit()`, then the run's history is read from the final checkpoint, and MLflow is checked to hold
-   every epoch (a store that dropped mid-run is reported here, not raised).
+4. `fit()`, then the run's history is read from the final checkpoint; the driver logs the epochs
+   MLflow lacks from it (rank 0 retries a failed log only at its next epoch) and marks the run
+   FINISHED. A store that dropped mid-run and is still gone is reported in `tracking_problem`, not
+   raised: the training and its checkpoint are kept. A fit that fails marks the run FAILED.
 
 Product code calls plain `ray.init()`: it joins the cluster of `RAY_ADDRESS` or `ray job submit`,
 else starts a local one.
@@ -36,7 +38,8 @@ from hm2bp.orchestration.config import ExperimentConfig, manifest_problems, to_d
 from hm2bp.orchestration.schema import ConfigError, flatten
 from hm2bp.orchestration.worker import train_loop_per_worker
 from hm2bp.pipelines.manifest import Manifest, read_manifest
-from hm2bp.pipelines.storage import absolute
+from hm2bp.pipelines.shards import verified_bytes
+from hm2bp.pipelines.storage import absolute, resolve
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class TrainResult:
     run_folder: str
     run_id: str
     tracking_uri: str
-    tracking_problem: str | None = None  # set when the store dropped and epochs are missing
+    tracking_problem: str | None = None  # the store failed at the end: epochs may be missing
 
     def summary(self) -> dict[str, Any]:
         """The JSON line of `hm2bp train --json` / `hm2bp demo --json`."""
@@ -76,10 +79,18 @@ def resolved(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def check_against_manifest(config: ExperimentConfig) -> Manifest:
+    """The manifest of the config's shards, after the config is checked against it and the
+    digests of the shards it trains and validates on (before Ray starts: a damaged shard is one
+    message here, where a worker would fail with Ray's tracebacks; workers check again as they
+    read)."""
     manifest = read_manifest(config.data.shards)
     problems = manifest_problems(config, manifest)
     if problems:
         raise ConfigError(problems, f"config against the shards in {config.data.shards}")
+    fs, folder = resolve(config.data.shards)
+    for split in {config.data.train_split, config.data.val_split}:
+        for entry in manifest.entries(split, config.data.shards):
+            verified_bytes(fs, folder, entry, manifest)
     return manifest
 
 
@@ -199,20 +210,18 @@ def train(
     trainer = build_trainer(
         config, manifest, run, ray.cluster_resources().get("CPU", 1.0), callbacks
     )
+    run_folder = f"{config.run.storage_path.rstrip('/')}/{config.run.name}"
     try:
         result = trainer.fit()
+        # Ray gives the path inside the storage filesystem; rebuild it from the run folder (a URI
+        # keeps its scheme).
+        checkpoint = f"{run_folder}/{PurePosixPath(result.checkpoint.path).name}"
+        history = ckpt.load_state(checkpoint)["history"]
     except BaseException:
         with contextlib.suppress(Exception):  # a failing store must not hide the training error
             tracking.finish_run(run, failed=True)
         raise
-    run_folder = f"{config.run.storage_path.rstrip('/')}/{config.run.name}"
-    # Ray gives the path inside the storage filesystem; rebuild it from the run folder (a URI
-    # keeps its scheme).
-    checkpoint = f"{run_folder}/{PurePosixPath(result.checkpoint.path).name}"
-    history = ckpt.load_state(checkpoint)["history"]
-    problem = tracking.missing_epochs(run, len(history))
-    if problem is None:
-        tracking.finish_run(run)
+    problem = tracking.complete_run(run, history)
     return TrainResult(
         val_accuracy=history[-1]["val_accuracy"],
         history=history,

@@ -115,7 +115,8 @@ def convert(
         raise ValueError(
             f"keep_pixels: {reader.facts.name!r} holds {reader.facts.kind} (expected images)"
         )
-    refs = reader.index(source)
+    index = reader.index(source, skip_bad=skip_bad)
+    refs = index.refs
     spec = parse_split(split) if split else default_split(refs)
     manifest = _manifest(
         reader.facts,
@@ -151,7 +152,7 @@ def convert(
         for p in plans
     ]
     results = _run(jobs, reader, progress, f"convert {reader.facts.name}")
-    manifest = _finish(manifest, results)
+    manifest = _finish(manifest, results, index.skipped)
     destination.finish(target, manifest)
     return ConversionSummary(
         dataset=manifest.dataset,
@@ -256,8 +257,11 @@ def _cancel(refs: list[ray.ObjectRef]) -> None:
             ray.get(ref)
 
 
-def _finish(manifest: Manifest, results: Sequence[ShardResult]) -> Manifest:
-    """The manifest with the shards, counts per split and class, and skipped files merged."""
+def _finish(
+    manifest: Manifest, results: Sequence[ShardResult], skipped_by_index: Sequence[SkippedFile]
+) -> Manifest:
+    """The manifest with the shards, counts per split and class, and skipped files merged: those
+    the index left out first, then the tasks', one entry per file and reason."""
     counts: dict[str, dict[str, int]] = {}
     for r in results:
         per_class = counts.setdefault(r.entry.split, {})
@@ -265,9 +269,8 @@ def _finish(manifest: Manifest, results: Sequence[ShardResult]) -> Manifest:
             name = manifest.classes[label]
             per_class[name] = per_class.get(name, 0) + n
     merged: dict[tuple[str, str], list[str]] = {}
-    for r in results:
-        for s in r.skipped:
-            merged.setdefault((s.path, s.reason), []).extend(s.sample_ids)
+    for s in [*skipped_by_index, *(s for r in results for s in r.skipped)]:
+        merged.setdefault((s.path, s.reason), []).extend(s.sample_ids)
     skipped = tuple(SkippedFile(p, reason, tuple(ids)) for (p, reason), ids in merged.items())
     shards = tuple(r.entry for r in results)
     return dataclasses.replace(manifest, counts=counts, shards=shards, skipped=skipped)

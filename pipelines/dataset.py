@@ -23,7 +23,7 @@ import ray.data
 from hm2bp.pipelines.decode import decode_spikes
 from hm2bp.pipelines.manifest import Manifest, ShardEntry, read_manifest
 from hm2bp.pipelines.shards import read_shard
-from hm2bp.pipelines.storage import resolve
+from hm2bp.pipelines.storage import absolute, resolve
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
@@ -74,6 +74,7 @@ def read_shards(
 ) -> ray.data.Dataset:
     """A Ray Dataset over the shards under `location` (a local path or URI), optionally of one
     split (`train`, `val`, `test`) and only some columns; each shard verified as it is read."""
+    location = absolute(location)  # read tasks do not share our working directory
     manifest = read_manifest(location)
     entries = manifest.entries(split, location)
     return ray.data.read_datasource(ShardDatasource(location, manifest, entries, columns))

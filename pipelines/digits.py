@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 from hm2bp.pipelines.errors import BadInputError
-from hm2bp.pipelines.source import DatasetFacts, SampleRef
+from hm2bp.pipelines.source import DatasetFacts, Index, SampleRef
 
 SOURCE_MAX = 16  # scikit-learn's pixel values run 0..16
 FACTS = DatasetFacts(
@@ -47,11 +47,12 @@ class Digits:
 
     facts: ClassVar[DatasetFacts] = FACTS
 
-    def index(self, source: Path | None) -> list[SampleRef]:
-        """One ref per image, in scikit-learn's order."""
+    def index(self, source: Path | None, skip_bad: bool = False) -> Index:
+        """One ref per image, in scikit-learn's order; it reads no files, so skips none."""
         _no_source(source)
         _, labels = images_and_labels()
-        return [SampleRef(f"digits#{i}", int(label), None, i) for i, label in enumerate(labels)]
+        refs = (SampleRef(f"digits#{i}", int(label), None, i) for i, label in enumerate(labels))
+        return Index(tuple(refs))
 
     def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[np.ndarray]:
         """The images of `refs`, `uint8 [8, 8]` in 0..255."""

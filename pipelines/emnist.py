@@ -25,7 +25,7 @@ from string import ascii_lowercase, ascii_uppercase, digits
 import numpy as np
 from hm2bp.pipelines import idx
 from hm2bp.pipelines.errors import BadInputError
-from hm2bp.pipelines.source import DatasetFacts, SampleRef, require_source
+from hm2bp.pipelines.source import DatasetFacts, Index, SampleRef, require_source
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,20 @@ def read_mapping(path: Path) -> dict[int, str]:
     """`emnist-<split>-mapping.txt`: label -> its character(s), e.g. `1 65 97` -> `{1: "Aa"}`."""
     if not path.exists():
         raise BadInputError(path, "missing", "the split's mapping file beside its IDX files")
+    try:
+        text = path.read_text(encoding="ascii")
+    except UnicodeDecodeError as err:
+        raise BadInputError(path, f"a byte that is not ASCII ({err})", "ASCII text") from err
     mapping = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) < 2 or not all(f.isdigit() for f in fields):
+        codes_ok = all(f.isdigit() for f in fields) and all(int(f) < 128 for f in fields[1:])
+        if len(fields) < 2 or not codes_ok:
             raise BadInputError(path, f"line {number} is {line!r}", "'<label> <ascii code>...'")
+        if int(fields[0]) in mapping:
+            raise BadInputError(path, f"label {fields[0]} again on line {number}", "one per label")
         mapping[int(fields[0])] = "".join(chr(int(code)) for code in fields[1:])
     return mapping
 
@@ -100,14 +107,16 @@ class EMNIST:
             source_labels=split.source_labels if split.first_label else (),
         )
 
-    def index(self, source: Path | None) -> list[SampleRef]:
-        """One ref per image, files in name order, after checking the mapping file."""
+    def index(self, source: Path | None, skip_bad: bool = False) -> Index:
+        """One ref per image, files in name order, after checking the mapping file; every IDX
+        file verified whole (`idx.verify`), a bad pair skipped and listed under `skip_bad`.
+        A bad mapping raises even then: it gives every file's labels their meaning."""
         source = require_source(source, f"the folder of emnist-{self.split}-* files")
         split = SPLITS[self.split]
         mapping_path = idx.root_of(source) / f"emnist-{self.split}-mapping.txt"
         _check_mapping(mapping_path, dict(zip(split.source_labels, split.classes, strict=True)))
-        pairs = idx.find_pairs(source, prefix=f"emnist-{self.split}-")
-        return idx.index_pairs(source, pairs, split.source_labels, IMAGE_SHAPE)
+        images = idx.find_images(source, prefix=f"emnist-{self.split}-")
+        return idx.index_pairs(source, images, split.source_labels, IMAGE_SHAPE, skip_bad)
 
     def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[np.ndarray]:
         """The images of `refs`, transposed to upright, `uint8 [28, 28]`."""

@@ -11,6 +11,13 @@ name). Pairs are recognised by the names every distribution uses, `...-images-id
 beside `...-labels-idx1-ubyte[.gz]`, and the split is read from the name (`train`; `t10k` or
 `test`). Sample ids leave out `.gz`, so that a sample keeps its id after the files are unpacked.
 
+What is checked. A gzip stream carries the CRC-32 and the length of its data, met only at its
+end: `verify` decompresses each file to the end once, on the driver (`index_pairs`), counting the
+bytes rather than trusting the trailer's ISIZE, so that a flipped byte stops the conversion before
+any task runs. The tasks then read headers and rows only. Every file's payload size must be what
+its dimensions promise. A plain file carries no checksum: a flipped value byte (a pixel, a label
+still in range) cannot be detected.
+
 A gzip stream cannot seek: `load_images` decompresses from the start of the file up to the last row
 it needs. Slices of contiguous rows (what a shard is) cost one pass; for the large EMNIST splits,
 unpacking the files once makes every task seek directly.
@@ -31,7 +38,7 @@ from typing import BinaryIO
 
 import numpy as np
 from hm2bp.pipelines.errors import BadInputError
-from hm2bp.pipelines.source import SampleRef
+from hm2bp.pipelines.source import Index, SampleRef, index_each
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions [N, rows, cols]
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension [N]
@@ -80,31 +87,22 @@ def _open(path: Path, gzipped: bool) -> BinaryIO:
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
-def _uncompressed_size(path: Path, gzipped: bool) -> int:
-    """Bytes the file holds once decompressed.
-
-    For gzip, the trailer's ISIZE (uncompressed length mod 2**32) answers without decompressing;
-    only when it disagrees with the header (a multi-member stream, a file over 4 GiB, or a broken
-    file) do we count by decompressing, which also turns a truncated stream into a clear error.
-    """
-    size = path.stat().st_size
-    if not gzipped:
-        return size
-    with open(path, "rb") as f:
-        f.seek(max(size - 4, 0))
-        return int.from_bytes(f.read(4), "little")
-
-
 @contextmanager
 def _reading(path: Path) -> Iterator[None]:
-    """Turn a broken gzip stream (truncated, corrupt) into an error that names the file."""
+    """Turn a broken gzip stream (truncated, corrupt, failing its CRC or length check) into an
+    error that names the file; `gzip.BadGzipFile` is an `OSError`."""
     try:
         yield
     except (EOFError, OSError, zlib.error) as err:
-        raise BadInputError(path, f"broken gzip stream ({err})", "a complete gzip file") from err
+        raise BadInputError(
+            path, f"broken gzip stream ({err})", "a complete gzip file passing its CRC check"
+        ) from err
 
 
-def _counted_size(path: Path) -> int:
+def _gzip_length(path: Path) -> int:
+    """Bytes of `path` decompressed, counted. Reading to the end makes `gzip` check every
+    member's CRC-32 and length; the trailer's ISIZE alone is not trusted (it is only the length
+    mod 2**32, and a corrupt file can carry a right one)."""
     total = 0
     with _reading(path), gzip.open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -112,9 +110,19 @@ def _counted_size(path: Path) -> int:
     return total
 
 
+def _check_length(header: IdxHeader, found: int) -> None:
+    """Refuse a payload that is not exactly the size the header's dimensions promise."""
+    if found != header.offset + prod(header.shape):
+        raise BadInputError(
+            header.path,
+            f"{found - header.offset} payload bytes",
+            f"{prod(header.shape)} for shape {list(header.shape)} as its header says",
+        )
+
+
 def read_header(path: Path, magic: int) -> IdxHeader:
-    """The header of `path`, checked: the magic is `magic` and the payload has exactly the size
-    the dimensions promise (a truncated or padded file is refused here, before any task runs)."""
+    """The header of `path`: its magic must be `magic`. Reads the header bytes only, so that a
+    task can call it cheaply; `verify` checks the rest of the file."""
     gzipped = _is_gzip(path)
     ndim = magic & 0xFF
     with _reading(path), _open(path, gzipped) as f:
@@ -125,32 +133,34 @@ def read_header(path: Path, magic: int) -> IdxHeader:
         raise BadInputError(path, f"IDX magic {found}", f"{magic} (IDX {kind})")
     if len(head) != 4 + 4 * ndim:
         raise BadInputError(path, "file ends inside the header", f"{ndim} dimensions of 4 bytes")
-    header = IdxHeader(path, struct.unpack(f">{ndim}I", head[4:]), gzipped)
-    expected = header.offset + prod(header.shape)
-    found_size = _uncompressed_size(path, gzipped)
-    if found_size != expected and gzipped:
-        found_size = _counted_size(path)
-    if found_size != expected:
-        raise BadInputError(
-            path,
-            f"{found_size - header.offset} payload bytes",
-            f"{prod(header.shape)} for shape {list(header.shape)} as its header says",
-        )
+    return IdxHeader(path, struct.unpack(f">{ndim}I", head[4:]), gzipped)
+
+
+def verify(path: Path, magic: int) -> IdxHeader:
+    """The header of `path`, and the whole file checked against it: the payload has exactly the
+    size the dimensions promise, and a gzip stream is decompressed to its end, where its CRC-32
+    and length are checked. Run once per file on the driver, before any task reads it."""
+    header = read_header(path, magic)
+    _check_length(header, _gzip_length(path) if header.gzipped else path.stat().st_size)
     return header
 
 
 def read_labels(path: Path) -> np.ndarray:
-    """All labels of an IDX labels file, `uint8 [N]`."""
+    """All labels of an IDX labels file, `uint8 [N]`, the file verified as by `verify` in the
+    same pass (reading a gzip stream to its end checks its CRC)."""
     header = read_header(path, LABELS_MAGIC)
     with _reading(path), _open(path, header.gzipped) as f:
         data = f.read()
+    _check_length(header, len(data))
     return np.frombuffer(data, np.uint8, offset=header.offset)
 
 
 def read_images(path: Path, rows: Sequence[int]) -> dict[int, np.ndarray]:
     """The images at `rows` of an IDX images file, `uint8 [rows, cols]` each, by row.
 
-    Rows are read in ascending order, so that a gzip stream is decompressed once.
+    Rows are read in ascending order, so that a gzip stream is decompressed once, and only up to
+    the last row wanted: the file was verified when it was indexed. A stream that breaks on the
+    way (changed since) still raises `BadInputError` naming the file.
     """
     header = read_header(path, IMAGES_MAGIC)
     images = {}
@@ -193,10 +203,15 @@ def root_of(source: Path) -> Path:
     return source if source.is_dir() else source.parent
 
 
-def find_pairs(source: Path, prefix: str = "") -> list[IdxPair]:
-    """The image/label pairs of `source` (a folder, or one file of a pair) whose names start with
-    `prefix`, sorted by name. Where a folder holds a file both plain and gzipped, the plain one is
-    read (it seeks)."""
+def pair_of(images: Path) -> IdxPair:
+    """An images file with the labels file beside it and the split their name states."""
+    return IdxPair(images, _partner(images), _split_of(images.name))
+
+
+def find_images(source: Path, prefix: str = "") -> list[Path]:
+    """The images files of `source` (a folder, or one file of a pair) whose names start with
+    `prefix`, sorted by name; `pair_of` finds each one's labels. Where a folder holds a file both
+    plain and gzipped, the plain one is read (it seeks)."""
     source = Path(source)
     if source.is_dir():
         by_stem: dict[str, Path] = {}
@@ -220,33 +235,27 @@ def find_pairs(source: Path, prefix: str = "") -> list[IdxPair]:
         raise BadInputError(
             source, "not an IDX file name", f"a name with '{IMAGES_TOKEN}' or '{LABELS_TOKEN}'"
         )
-    return [IdxPair(path, _partner(path), _split_of(path.name)) for path in images]
+    return images
 
 
 def index_pairs(
     source: Path,
-    pairs: Sequence[IdxPair],
+    images: Sequence[Path],
     source_labels: Sequence[int],
     image_shape: tuple[int, ...],
-) -> list[SampleRef]:
-    """One ref per image of `pairs`, its label the position of the file's label in
-    `source_labels`. Reads only the labels and the images' headers, which must promise
-    `image_shape` (as stored) per image."""
+    skip_bad: bool = False,
+) -> Index:
+    """One ref per image of each images file and its labels file (`pair_of`), its label the
+    position of the file's label in `source_labels`. Both files are verified whole (`verify`);
+    the images must be `image_shape` (as stored). Under `skip_bad` a pair with a bad file is
+    listed as skipped, by the bad file's path, and the other pairs indexed."""
     root = root_of(source)
     lookup = np.full(256, -1, np.int64)
     lookup[list(source_labels)] = np.arange(len(source_labels))
-    refs = []
-    for pair in pairs:
-        n_images, *shape = read_header(pair.images, IMAGES_MAGIC).shape
-        if tuple(shape) != image_shape:
-            raise BadInputError(pair.images, f"images of {shape}", f"{list(image_shape)}")
-        labels = read_labels(pair.labels)
-        if len(labels) != n_images:
-            raise BadInputError(
-                pair.labels,
-                f"{len(labels)} labels",
-                f"{n_images}, one per image of {pair.images.name}",
-            )
+
+    def refs_of(path: Path) -> list[SampleRef]:
+        pair = pair_of(path)
+        labels = _pair_labels(pair, image_shape)
         index = lookup[labels]
         bad = np.flatnonzero(index < 0)
         if bad.size:
@@ -257,11 +266,25 @@ def index_pairs(
             )
         file = pair.images.relative_to(root).as_posix()
         sample = file.removesuffix(".gz")
-        refs += [
+        return [
             SampleRef(f"{sample}#{row}", int(label), pair.split, f"{file}#{row}")
             for row, label in enumerate(index)
         ]
-    return refs
+
+    return index_each(images, refs_of, skip_bad)
+
+
+def _pair_labels(pair: IdxPair, image_shape: tuple[int, ...]) -> np.ndarray:
+    """The labels of a pair, `uint8 [N]`, after verifying both files and that they agree."""
+    n_images, *shape = verify(pair.images, IMAGES_MAGIC).shape
+    if tuple(shape) != image_shape:
+        raise BadInputError(pair.images, f"images of {shape}", f"{list(image_shape)}")
+    labels = read_labels(pair.labels)
+    if len(labels) != n_images:
+        raise BadInputError(
+            pair.labels, f"{len(labels)} labels", f"{n_images}, one per image of {pair.images.name}"
+        )
+    return labels
 
 
 def load_images(source: Path, refs: Sequence[SampleRef]) -> Iterator[np.ndarray]:

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 from hm2bp.pipelines import idx
-from hm2bp.pipelines.source import DatasetFacts, SampleRef, require_source
+from hm2bp.pipelines.source import DatasetFacts, Index, SampleRef, require_source
 
 FACTS = DatasetFacts(
     name="mnist",
@@ -33,10 +33,12 @@ class MNIST:
 
     facts: ClassVar[DatasetFacts] = FACTS
 
-    def index(self, source: Path | None) -> list[SampleRef]:
-        """One ref per image, files in name order, labels 0..9."""
+    def index(self, source: Path | None, skip_bad: bool = False) -> Index:
+        """One ref per image, files in name order, labels 0..9; every file verified whole
+        (`idx.verify`), a bad pair skipped and listed under `skip_bad`."""
         source = require_source(source, EXPECTED)
-        return idx.index_pairs(source, idx.find_pairs(source), range(10), FACTS.input_shape)
+        images = idx.find_images(source)
+        return idx.index_pairs(source, images, range(10), FACTS.input_shape, skip_bad)
 
     def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[np.ndarray]:
         """The images of `refs`, `uint8 [28, 28]`."""

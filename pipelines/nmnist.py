@@ -17,6 +17,15 @@ letter, including its overflow records (`y == 240` adds 2**13 us to later events
 
 Stabilisation (option `stabilize`, applied in `load`, so the encoder receives stabilised events
 and the manifest's note says so) is `stabilize` below, a pure function.
+
+What is checked. A `.bin` carries no checksum; `decode` refuses what the format rules out: a
+length that is not whole events, x or y outside the 34x34 sensor, timestamps out of time order (the
+camera emits events in order; so does every file of the real data). A flipped bit that breaks none
+of these (the polarity, a low bit of x or y, a timestamp bit that keeps the order) or a cut at an
+event boundary cannot be detected. A zip checks each member's CRC-32 as it is read (`load`);
+`index` checks the directory itself: as many entries as its end record declares, and the local
+header of every entry it does not read agreeing with its name, since a corrupt name would
+otherwise drop a sample from the index unseen.
 """
 
 from __future__ import annotations
@@ -24,13 +33,15 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from hm2bp.pipelines.errors import BadInputError
-from hm2bp.pipelines.source import DatasetFacts, SampleRef, require_source
+from hm2bp.pipelines.source import DatasetFacts, Index, SampleRef, index_each, require_source
 
 EVENTS_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("p", np.int8), ("t", np.int64)])
 SENSOR_SIZE = (34, 34)  # x, y pixels
@@ -38,6 +49,12 @@ BYTES_PER_EVENT = 5
 # tonic's reader fills the fields by position, in this order.
 _TONIC_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 SPLITS = {"train": "Train", "test": "Test"}  # split -> folder name in ids and official zips
+# What zipfile raises on a damaged archive or member besides BadZipFile: a truncated member
+# (EOFError), a corrupt deflate stream (zlib.error), a flipped method, version or flag bit
+# (NotImplementedError, or RuntimeError for the encryption flag).
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError)
+_END_OF_DIRECTORY = b"PK\x05\x06"  # the end record: entry count at byte 10 (2 bytes)
+_ZIP64_COUNT_FULL = 0xFFFF  # then the count is in the zip64 end record, found by its locator
 EXPECTED = "a folder with Train/<digit>/*.bin, Test/<digit>/*.bin or train.zip/test.zip, or a zip"
 
 # The saccades as the reference's `stabilize.m` removes them: three straight moves of 105 ms,
@@ -107,6 +124,14 @@ def decode(data: bytes, path: str) -> np.ndarray:
         raise BadInputError(
             path, f"event {at} at x={raw['x'][at]}, y={raw['y'][at]}", "x, y below 34 (N-MNIST)"
         )
+    backwards = np.flatnonzero(np.diff(raw["t"]) < 0)
+    if backwards.size:
+        at = backwards[0] + 1
+        raise BadInputError(
+            path,
+            f"event {at} at t={raw['t'][at]} us after t={raw['t'][at - 1]} us",
+            "timestamps in time order",
+        )
     events = np.empty(len(raw), EVENTS_DTYPE)
     for name in EVENTS_DTYPE.names:
         events[name] = raw[name]
@@ -123,23 +148,26 @@ class NMNIST:
     def facts(self) -> DatasetFacts:
         return replace(FACTS, note=STABILIZED_NOTE) if self.stabilize else FACTS
 
-    def index(self, source: Path | None) -> list[SampleRef]:
-        """One ref per `.bin` file, Train before Test, files in name order. Reads no payload."""
+    def index(self, source: Path | None, skip_bad: bool = False) -> Index:
+        """One ref per `.bin` file, Train before Test, files in name order. Reads no payload,
+        only zip directories. Under `skip_bad` a file outside the layout, or a zip that fails
+        its directory checks, is listed as skipped."""
         source = require_source(source, EXPECTED)
         if source.is_file():
-            return _index_zip(source, source.parent)
+            return _index_zip(source, source.parent, skip_bad)
         if not source.is_dir():
             raise BadInputError(source, "no such file or folder", EXPECTED)
         children = {child.name.lower(): child for child in source.iterdir()}
-        refs = []
+        parts = []
         for split in SPLITS:
             if split in children and children[split].is_dir():
-                refs += _index_folder(children[split], source, split)
+                parts.append(partial(_index_folder, children[split], source, split, skip_bad))
             elif f"{split}.zip" in children:
-                refs += _index_zip(children[f"{split}.zip"], source)
-        if not refs:
+                parts.append(partial(_index_zip, children[f"{split}.zip"], source, skip_bad))
+        index = index_each(parts, lambda part: part(), skip_bad)
+        if not index.refs and not index.skipped:
             raise BadInputError(source, "no N-MNIST .bin files", EXPECTED)
-        return refs
+        return index
 
     def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[np.ndarray]:
         """The events of `refs`, stabilised if the option says so."""
@@ -183,13 +211,16 @@ def _ref(path: PurePosixPath, split: str | None, locator: str, where: str) -> Sa
     return SampleRef(sample_id, int(digit), split, locator)
 
 
-def _index_folder(folder: Path, root: Path, split: str) -> list[SampleRef]:
-    refs = []
-    for path in sorted(folder.rglob("*")):
-        relative = PurePosixPath(path.relative_to(root).as_posix())
-        if path.is_file() and _is_sample(relative):
-            refs.append(_ref(relative, split, str(relative), str(path)))
-    return refs
+def _index_folder(folder: Path, root: Path, split: str, skip_bad: bool) -> Index:
+    relative = {
+        path: PurePosixPath(path.relative_to(root).as_posix()) for path in folder.rglob("*")
+    }
+    samples = sorted(path for path, name in relative.items() if path.is_file() and _is_sample(name))
+    return index_each(
+        samples,
+        lambda path: [_ref(relative[path], split, str(relative[path]), str(path))],
+        skip_bad,
+    )
 
 
 def _split_of_zip(path: Path) -> str | None:
@@ -200,17 +231,56 @@ def _split_of_zip(path: Path) -> str | None:
 def _open_zip(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as err:
+    except _ZIP_ERRORS as err:
         raise BadInputError(path, f"unreadable zip ({err})", "a zip archive of .bin files") from err
 
 
 def _read_member(archive: zipfile.ZipFile, member: str, path: Path) -> bytes:
+    """A member's bytes, its CRC-32 checked by zipfile on the way."""
     try:
         return archive.read(member)
-    except (zipfile.BadZipFile, KeyError, OSError) as err:
+    except (*_ZIP_ERRORS, KeyError) as err:
         raise BadInputError(
-            f"{path}#{member}", f"unreadable member ({err})", "an intact zip"
+            f"{path}#{member}", f"unreadable member ({type(err).__name__}: {err})", "an intact zip"
         ) from err
+
+
+def _declared_entries(path: Path) -> int:
+    """The number of entries the zip's end record declares (APPNOTE 4.3.16), or its zip64 end
+    record's (4.3.14, located by 4.3.15) where the classic count is full."""
+    with open(path, "rb") as f:
+        size = f.seek(0, io.SEEK_END)
+        start = max(size - 22 - 0xFFFF, 0)  # the end record, then a comment of up to 64 KiB
+        f.seek(start)
+        tail = f.read()
+        end = len(tail) - 22  # where it is without a comment; else searched for, as zipfile does
+        if tail[end : end + 4] != _END_OF_DIRECTORY or tail[-2:] != b"\0\0":
+            end = tail.rfind(_END_OF_DIRECTORY)  # zipfile found it when it opened the archive
+        count = int.from_bytes(tail[end + 10 : end + 12], "little")
+        if count != _ZIP64_COUNT_FULL:
+            return count
+        f.seek(int.from_bytes(tail[end - 12 : end - 4], "little") + 32)  # the locator's offset
+        return int.from_bytes(f.read(8), "little")
+
+
+def _check_directory(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse a zip whose directory lost entries (a corrupt comment or name length swallows the
+    entries after it), or an entry `index` does not read whose local header disagrees with its
+    name (a corrupt name that turned a sample into something else)."""
+    entries = archive.infolist()
+    declared = _declared_entries(path)
+    if len(entries) != declared:
+        raise BadInputError(
+            path, f"{len(entries)} entries in the central directory", f"{declared}, as it declares"
+        )
+    for info in entries:
+        if not _is_sample(_safe_member(info.filename, path)):
+            try:
+                archive.open(info).close()  # reads the local header: zipfile compares the names
+            except _ZIP_ERRORS as err:
+                raise BadInputError(
+                    f"{path}#{info.filename}", f"unreadable entry ({err})", "an intact zip"
+                ) from err
 
 
 def _safe_member(name: str, path: Path) -> PurePosixPath:
@@ -225,14 +295,17 @@ def _safe_member(name: str, path: Path) -> PurePosixPath:
     return member
 
 
-def _index_zip(path: Path, root: Path) -> list[SampleRef]:
+def _index_zip(path: Path, root: Path, skip_bad: bool) -> Index:
+    """The samples of one zip, after its directory checks (which refuse the whole zip); under
+    `skip_bad` a member outside the layout is listed as skipped."""
     with _open_zip(path) as archive:
+        _check_directory(archive, path)
         names = sorted(archive.namelist())
     split = _split_of_zip(path)
     container = path.relative_to(root).as_posix()
-    refs = []
-    for name in names:
-        member = _safe_member(name, path)
-        if _is_sample(member):
-            refs.append(_ref(member, split, f"{container}#{name}", f"{path}#{name}"))
-    return refs
+
+    def refs_of(name: str) -> list[SampleRef]:
+        return [_ref(PurePosixPath(name), split, f"{container}#{name}", f"{path}#{name}")]
+
+    samples = [name for name in names if _is_sample(PurePosixPath(name))]
+    return index_each(samples, refs_of, skip_bad)

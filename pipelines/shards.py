@@ -120,16 +120,10 @@ def shard_info(fs: pafs.FileSystem, path: str) -> tuple[int, dict[str, Any]] | N
     return rows, json.loads(metadata[SHARD_KEY])
 
 
-def read_shard(
-    fs: pafs.FileSystem,
-    folder: str,
-    entry: ShardEntry,
-    manifest: Manifest,
-    columns: Sequence[str] | None = None,
-) -> pa.Table:
-    """The shard `entry` of the conversion in `folder`, verified, with only `columns` (all when
-    None). Raises `BadInputError` naming the shard when it is missing, its bytes differ from the
-    manifest's sha256, or its rows, split, sample ids or values disagree with the manifest."""
+def verified_bytes(
+    fs: pafs.FileSystem, folder: str, entry: ShardEntry, manifest: Manifest
+) -> bytes:
+    """The bytes of shard `entry`, whose sha256 is the manifest's; else `BadInputError`."""
     path = f"{folder}/{entry.file}"
     repair = f"a whole shard; {manifest.repair_hint(folder)}"
     try:
@@ -143,6 +137,22 @@ def read_shard(
             f"sha256 {digest[:16]}... (the file changed after it was written)",
             f"{entry.sha256[:16]}... as manifest.json records; {repair}",
         )
+    return data
+
+
+def read_shard(
+    fs: pafs.FileSystem,
+    folder: str,
+    entry: ShardEntry,
+    manifest: Manifest,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """The shard `entry` of the conversion in `folder`, verified, with only `columns` (all when
+    None). Raises `BadInputError` naming the shard when it is missing, its bytes differ from the
+    manifest's sha256, or its rows, split, sample ids or values disagree with the manifest."""
+    path = f"{folder}/{entry.file}"
+    repair = f"a whole shard; {manifest.repair_hint(folder)}"
+    data = verified_bytes(fs, folder, entry, manifest)
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as err:  # a shard written by another tool

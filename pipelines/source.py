@@ -5,19 +5,28 @@ labels, the source's own split, per-row metadata such as the speaker), so that s
 boundaries are decided before any payload is read; `load` reads the payload of one slice of the
 index inside a Ray task. Facts that are constant for the data set are declared once, as data
 (`DatasetFacts`), and flow into the manifest.
+
+Bad files are met in both halves: `index` refuses what it reads (a header, a file name, a gzip
+stream it checks once so that no task has to), `load` what only the payload shows. Under
+`skip_bad` each half leaves a bad file out and lists it (`Index.skipped` here, the tasks' own list
+in `convert_task.py`); without it the first bad file raises `BadInputError` naming it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, overload, runtime_checkable
 
 import numpy as np
 from hm2bp.pipelines.errors import BadInputError
 
+if TYPE_CHECKING:  # at run time imported where used: manifest -> encoders -> this module
+    from hm2bp.pipelines.manifest import SkippedFile
+
 Kind = Literal["image", "events", "audio"]
+Unit = TypeVar("Unit")
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,70 @@ class SampleRef:
 
 
 @dataclass(frozen=True)
+class Index(Sequence[SampleRef]):
+    """What `Reader.index` found: `refs` in the source's own order, and the files it left out
+    under `skip_bad`, each with the reader's reason and the id of the sample it would have given
+    where the index can name it (a recording); empty where it cannot (an IDX pair or a zip of
+    many samples, a file whose place gives no label).
+
+    It reads as the sequence of its refs (a slice is a tuple of refs), because that is all that
+    splits, the shard planner and `load` need; only the conversion looks at `skipped`.
+    """
+
+    refs: tuple[SampleRef, ...] = ()
+    skipped: tuple[SkippedFile, ...] = ()
+
+    @overload
+    def __getitem__(self, i: int) -> SampleRef: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[SampleRef, ...]: ...
+    def __getitem__(self, i: int | slice) -> SampleRef | tuple[SampleRef, ...]:
+        return self.refs[i]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __iter__(self) -> Iterator[SampleRef]:
+        return iter(self.refs)
+
+
+def index_each(
+    units: Iterable[Unit],
+    refs_of: Callable[[Unit], Sequence[SampleRef]],
+    skip_bad: bool,
+    ids_of: Callable[[Unit], Sequence[str]] = lambda unit: (),
+) -> Index:
+    """The refs of every unit (a file, a pair of files, a zip), in order.
+
+    A unit whose `refs_of` raises `BadInputError` stops the index, unless `skip_bad`: then it is
+    listed as skipped with `ids_of(unit)`, and its refs are all left out (`refs_of` adds a unit's
+    refs only when it returns). A unit that is itself an `Index` (a zip whose bad members were
+    skipped) passes its skipped files on.
+    """
+    refs: list[SampleRef] = []
+    skipped: list[SkippedFile] = []
+    for unit in units:
+        try:
+            found = refs_of(unit)
+        except BadInputError as err:
+            if not skip_bad:
+                raise
+            skipped.append(skipped_file(err, ids_of(unit)))
+            continue
+        refs += found
+        if isinstance(found, Index):
+            skipped += found.skipped
+    return Index(tuple(refs), tuple(skipped))
+
+
+def skipped_file(err: BadInputError, sample_ids: Sequence[str] = ()) -> SkippedFile:
+    """The manifest's record of a file left out for `err`, its reason worded as the error's."""
+    from hm2bp.pipelines.manifest import SkippedFile
+
+    return SkippedFile(err.path, f"{err.problem} (expected {err.expected})", tuple(sample_ids))
+
+
+@dataclass(frozen=True)
 class AudioClip:
     """A mono recording as read from disk, before resampling: `samples` float32 in [-1, 1]."""
 
@@ -76,9 +149,12 @@ class Reader(Protocol):
 
     facts: DatasetFacts
 
-    def index(self, source: Path | None) -> list[SampleRef]:
-        """All samples of `source` in the source's own order. Raises `BadInputError` on a
-        header it cannot read (wrong magic, size mismatch)."""
+    def index(self, source: Path | None, skip_bad: bool = False) -> Index:
+        """All samples of `source` in the source's own order, reading no payload beyond what
+        the format's checks need. Raises `BadInputError` naming the file on one it cannot use
+        (a wrong magic, a size mismatch, a broken gzip stream, a name outside the layout);
+        under `skip_bad` lists that file in `Index.skipped` instead and goes on. A source that
+        is unusable as a whole (missing, no files of the format) raises either way."""
         ...
 
     def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[Payload]:

@@ -20,7 +20,14 @@ from pathlib import Path
 
 from hm2bp.pipelines.audio import read_audio
 from hm2bp.pipelines.errors import BadInputError
-from hm2bp.pipelines.source import AudioClip, DatasetFacts, SampleRef, require_source
+from hm2bp.pipelines.source import (
+    AudioClip,
+    DatasetFacts,
+    Index,
+    SampleRef,
+    index_each,
+    require_source,
+)
 
 FSDD_PATTERN = r"(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<take>[0-9]+)\.(?i:wav)"
 EXPECTED = "a folder of .wav files named by the pattern"
@@ -47,9 +54,14 @@ def _label_order(label: str) -> tuple[int, int | str]:
 
 
 def folder_classes(source: Path, pattern: str = FSDD_PATTERN) -> tuple[str, ...]:
-    """The labels in the file names under `source`, sorted (integers by value, before words)."""
+    """The labels in the file names under `source`, sorted (integers by value, before words).
+    A name that does not match `pattern` is passed over here: `SpeechFolder.index` refuses it,
+    or lists it as skipped."""
     compiled = re.compile(pattern)
-    labels = {_fields(path, compiled)["label"] for path in _recordings(Path(source))}
+    matches = (compiled.fullmatch(path.name) for path in _recordings(Path(source)))
+    labels = {match["label"] for match in matches if match and match["label"] is not None}
+    if not labels:
+        raise BadInputError(source, "no file name matches the pattern", f"{pattern!r}")
     return tuple(sorted(labels, key=_label_order))
 
 
@@ -75,20 +87,28 @@ class SpeechFolder:
     def facts(self) -> DatasetFacts:
         return DatasetFacts(name="wav", kind="audio", classes=self.classes, input_shape=(1,))
 
-    def index(self, source: Path | None) -> list[SampleRef]:
-        """One ref per `.wav` file, in path order, labels by position in `classes`."""
+    def index(self, source: Path | None, skip_bad: bool = False) -> Index:
+        """One ref per `.wav` file, in path order, labels by position in `classes`. Reads no
+        audio (`load` checks it). Under `skip_bad` a file whose name does not match the pattern,
+        or names another label, is listed as skipped."""
         folder = require_source(source, EXPECTED)
         pattern = re.compile(self.pattern)
         class_index = {name: i for i, name in enumerate(self.classes)}
-        refs = []
-        for path in _recordings(folder):
+
+        def refs_of(path: Path) -> list[SampleRef]:
             fields = _fields(path, pattern)
             label = fields.pop("label")
             if label not in class_index:
                 raise BadInputError(path, f"label {label!r}", f"one of {list(self.classes)}")
             relative = path.relative_to(folder).as_posix()
-            refs.append(SampleRef(relative, class_index[label], None, relative, fields))
-        return refs
+            return [SampleRef(relative, class_index[label], None, relative, fields)]
+
+        return index_each(
+            _recordings(folder),
+            refs_of,
+            skip_bad,
+            lambda path: (path.relative_to(folder).as_posix(),),
+        )
 
     def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[AudioClip]:
         """The recordings of `refs`, mono float32 at their own rate."""

@@ -24,7 +24,14 @@ from string import ascii_lowercase
 
 from hm2bp.pipelines.audio import read_audio
 from hm2bp.pipelines.errors import BadInputError
-from hm2bp.pipelines.source import AudioClip, DatasetFacts, SampleRef, require_source
+from hm2bp.pipelines.source import (
+    AudioClip,
+    DatasetFacts,
+    Index,
+    SampleRef,
+    index_each,
+    require_source,
+)
 
 # Word code (the file name's first two characters) -> word, in class order. TI-20: the digits
 # zero..nine are 00-09, the ten command words 10-19 in the corpus documentation's order.
@@ -83,8 +90,9 @@ class TI46:
             name=f"ti46-{self.vocabulary}", kind="audio", classes=words, input_shape=(1,)
         )
 
-    def index(self, source: Path | None) -> list[SampleRef]:
-        """One ref per recording, in path order. Reads no audio."""
+    def index(self, source: Path | None, skip_bad: bool = False) -> Index:
+        """One ref per recording, in path order. Reads no audio (`load` checks it). Under
+        `skip_bad` a recording outside the layout is listed as skipped."""
         folder = self._folder(require_source(source, self._expected))
         recordings: dict[Path, Path] = {}
         for path in sorted(folder.rglob("*"), key=_preferred_first):
@@ -92,7 +100,12 @@ class TI46:
                 recordings.setdefault(path.with_suffix(""), path)
         if not recordings:
             raise BadInputError(folder, "no .sph or .wav recordings", self._expected)
-        return [self._ref(path, folder) for path in recordings.values()]
+        return index_each(
+            recordings.values(),
+            lambda path: [self._ref(path, folder)],
+            skip_bad,
+            lambda path: (path.relative_to(folder.parent).as_posix(),),
+        )
 
     def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[AudioClip]:
         """The recordings of `refs`, mono float32 at their own rate."""

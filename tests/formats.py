@@ -40,9 +40,11 @@ def sphere_bytes(
     byte_order: str = "01",
     coding: str = "pcm",
     payload: bytes | None = None,
+    extra: tuple[str, ...] = (),
 ) -> bytes:
-    """A NIST SPHERE file of 16-bit samples: a 1024-byte `NIST_1A` header, then the samples in
-    `byte_order` (`01` little-endian, `10` big-endian) unless `payload` replaces them."""
+    """A NIST SPHERE file of 16-bit samples: a 1024-byte `NIST_1A` header (with the `extra`
+    field lines, such as `sample_checksum -i 123`), then the samples in `byte_order` (`01`
+    little-endian, `10` big-endian) unless `payload` replaces them."""
     samples = np.asarray(samples, np.int16)
     fields = [
         "channel_count -i 1",
@@ -52,6 +54,7 @@ def sphere_bytes(
         f"sample_coding -s{len(coding)} {coding}",
         f"sample_byte_format -s2 {byte_order}",
         f"sample_count -i {len(samples)}",
+        *extra,
         "end_head",
     ]
     header = ("NIST_1A\n   1024\n" + "\n".join(fields) + "\n").encode().ljust(1024, b" ")

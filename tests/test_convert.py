@@ -197,3 +197,32 @@ def test_options_that_do_not_fit_are_refused(tmp_path):
         convert(TinyImages(), out=str(tmp_path), T=70000)
     with pytest.raises(ValueError, match="rows_per_shard: got 0"):
         convert(TinyImages(), out=str(tmp_path), rows_per_shard=0)
+
+
+def test_skip_bad_lists_a_file_the_index_refuses_and_converts_the_rest(tmp_path):
+    """A broken gzip stream is found when indexing, on the driver, before any task: it stops the
+    conversion naming the file, or under `skip_bad` is listed in the manifest."""
+    from hm2bp.tests.formats import write_idx
+
+    source = tmp_path / "mnist"
+    source.mkdir()
+    rng = np.random.default_rng(3)
+    write_idx(source / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (6, 28, 28)))
+    write_idx(source / "train-labels-idx1-ubyte.gz", [0, 1, 2, 3, 4, 5])
+    bad = write_idx(source / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (4, 28, 28)))
+    write_idx(source / "t10k-labels-idx1-ubyte.gz", [6, 7, 8, 9])
+    bad.write_bytes(bad.read_bytes()[:-4])  # the trailer's length cut off
+    with pytest.raises(BadInputError, match="broken gzip stream") as err:
+        convert("mnist", source=source, out=str(tmp_path / "strict"), T=20)
+    assert err.value.path == str(bad) and not (tmp_path / "strict" / "manifest.json").exists()
+
+    out = tmp_path / "lenient"
+    summary = convert("mnist", source=source, out=str(out), T=20, skip_bad=True)
+    m = read_manifest(str(out))
+    assert summary.samples == m.samples == 6
+    assert [(s.path, s.sample_ids) for s in m.skipped] == [(str(bad), ())]
+    assert m.skipped[0].reason.startswith("broken gzip stream")
+    assert sorted(r["sample_id"] for r in read_all(out)) == [
+        f"train-images-idx3-ubyte#{i}" for i in range(6)
+    ]
+    assert f"skipped  {bad}: broken gzip stream" in summary.format()

@@ -109,3 +109,45 @@ def test_a_file_of_another_split_is_refused(tmp_path):
     )
     with pytest.raises(BadInputError, match="another data set or split"):
         EMNIST("balanced").index(tmp_path / "emnist-digits-train-images-idx3-ubyte.gz")
+
+
+def test_every_flipped_byte_of_the_mapping_is_caught_or_changes_nothing(tmp_path):
+    """The mapping carries no checksum, but every line is checked against the classes declared
+    for the split, so a flip is refused naming the file, or changes nothing read (a newline
+    turned into another line break)."""
+    mapping = "".join(f"{i} {48 + i}\n" for i in range(10)).encode()
+    write_split(tmp_path, "digits", np.zeros((1, 28, 28)), [0], "")
+    path = tmp_path / "emnist-digits-mapping.txt"
+    unchanged = 0
+    for at in range(len(mapping)):
+        for mask in (0x01, 0x80, 0xFF):
+            changed = bytearray(mapping)
+            changed[at] ^= mask
+            path.write_bytes(bytes(changed))
+            try:
+                index = EMNIST("digits").index(tmp_path)
+            except BadInputError as err:
+                assert err.path == str(path)
+                continue
+            assert [ref.label for ref in index] == [0]
+            unchanged += 1
+    assert unchanged == 10  # "\n" ^ 0x01 is "\v", which splitlines also breaks at
+
+
+def test_a_bad_pair_is_skipped_but_a_bad_mapping_never(tmp_path):
+    mapping = "".join(f"{i} {48 + i}\n" for i in range(10))
+    write_split(tmp_path, "digits", np.zeros((2, 28, 28)), [3, 4], mapping)
+    test_images = tmp_path / "emnist-digits-test-images-idx3-ubyte.gz"
+    write_idx(test_images, np.zeros((1, 28, 28)))
+    write_idx(tmp_path / "emnist-digits-test-labels-idx1-ubyte.gz", [5])
+    test_images.write_bytes(test_images.read_bytes()[:-4])  # the trailer's length cut off
+    with pytest.raises(BadInputError, match="broken gzip stream") as err:
+        EMNIST("digits").index(tmp_path)
+    assert err.value.path == str(test_images)
+    index = EMNIST("digits").index(tmp_path, skip_bad=True)
+    assert [(ref.label, ref.split) for ref in index] == [(3, "train"), (4, "train")]
+    assert [s.path for s in index.skipped] == [str(test_images)]
+
+    (tmp_path / "emnist-digits-mapping.txt").write_text(mapping.replace("9 57", "9 58"))
+    with pytest.raises(BadInputError, match="label 9 maps to ':'"):
+        EMNIST("digits").index(tmp_path, skip_bad=True)

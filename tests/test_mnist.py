@@ -1,6 +1,7 @@
 """MNIST: the real first 8,000 test images, and standard-named folders written here."""
 
 import gzip
+import zlib
 
 import numpy as np
 import pytest
@@ -83,3 +84,42 @@ def test_inconsistent_pairs_are_refused(tmp_path, labels, shape, match):
 def test_no_source():
     with pytest.raises(BadInputError, match="no source"):
         MNIST().index(None)
+
+
+def flip_only_the_crc_sees(data: bytes) -> bytes:
+    """`data` (a gzip file with a 10-byte header) with one bit of its deflate stream flipped such
+    that the stream still decodes, to as many bytes, but other ones: what only the CRC catches."""
+    intact = zlib.decompress(data[10:-8], wbits=-15)
+    for at in range(len(data) // 2, len(data) - 8):
+        changed = bytearray(data)
+        changed[at] ^= 0x01
+        try:
+            out = zlib.decompress(bytes(changed[10:-8]), wbits=-15)
+        except zlib.error:
+            continue
+        if len(out) == len(intact) and out != intact:
+            return bytes(changed)
+    raise AssertionError("no such flip")
+
+
+def test_a_flipped_byte_in_a_gzip_file_stops_the_index_or_is_skipped(tmp_path):
+    """The issue's case: 40 gzipped images, one bit flipped in the compressed data; the trailer's
+    ISIZE still matched, so the size check passed and 22 of 40 samples got wrong spikes. The CRC
+    check at the end of the stream, made once when indexing, refuses the file."""
+    rng = np.random.default_rng(1)
+    write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (2, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", [4, 2])
+    images = write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (40, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(40) % 10)
+    images.write_bytes(flip_only_the_crc_sees(images.read_bytes()))
+    with pytest.raises(BadInputError, match="CRC check failed") as err:
+        MNIST().index(tmp_path)
+    assert err.value.path == str(images)
+
+    index = MNIST().index(tmp_path, skip_bad=True)
+    assert [(ref.sample_id, ref.label) for ref in index] == [
+        ("train-images-idx3-ubyte#0", 4),
+        ("train-images-idx3-ubyte#1", 2),
+    ]
+    (skipped,) = index.skipped
+    assert skipped.path == str(images) and "CRC check failed" in skipped.reason

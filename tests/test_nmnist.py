@@ -80,6 +80,7 @@ def test_empty_file_is_a_sample_without_events(tmp_path):
     [
         (nmnist_bytes([1], [2], [1], [3]) + b"\x01\x02", "7 bytes"),
         (nmnist_bytes([34], [2], [1], [3]), "x=34"),
+        (nmnist_bytes([1, 1], [2, 2], [1, 1], [300, 200]), "t=200 us after t=300 us"),
     ],
 )
 def test_broken_files_name_themselves(tmp_path, data, match):
@@ -197,3 +198,128 @@ def test_stabilisation_rounds_like_matlab_and_drops_what_leaves_the_grid():
     )
     still = stabilize(seen)
     assert list(zip(still["x"].tolist(), still["y"].tolist(), strict=True)) == [(10, 11), (33, 20)]
+
+
+def test_flips_in_a_bin_file_that_break_its_rules_are_caught_others_are_not(tmp_path):
+    """A `.bin` has no checksum: a flip is caught only where it breaks the format's rules (x, y
+    below 34, time order). A flipped polarity bit, a low bit of x or y, or a cut at an event
+    boundary leaves a valid file of other events: undetectable."""
+    data = nmnist_bytes([1, 2, 3], [4, 5, 6], [0, 1, 0], [100, 200, 300])
+    caught = {
+        "x high bit": (0, 0x80),
+        "y high bit": (6, 0x40),
+        "time, high byte": (7, 0x01),
+        "time, low byte": (9, 0x80),
+    }
+    for what, (at, mask) in caught.items():
+        changed = bytearray(data)
+        changed[at] ^= mask
+        with pytest.raises(BadInputError, match="x=|y=|time order"):
+            decode(bytes(changed), what)
+    undetectable = {"polarity": (7, 0x80), "x low bit": (5, 0x01), "y low bit": (1, 0x01)}
+    for at, mask in undetectable.values():
+        changed = bytearray(data)
+        changed[at] ^= mask
+        assert not np.array_equal(decode(bytes(changed), "f"), decode(data, "f"))
+    assert len(decode(data[:10], "f")) == 2
+
+
+def zip_of_two(path):
+    """A deflated zip of two samples with directory entries, as the official zips hold them."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("Train/", b"")
+        archive.writestr("Train/3/", b"")
+        archive.writestr(
+            "Train/3/00001.bin", nmnist_bytes([1, 2, 3], [4, 5, 6], [0, 1, 0], [1, 2, 3])
+        )
+        archive.writestr("Train/5/00002.bin", nmnist_bytes([7, 8], [9, 10], [1, 1], [5, 6]))
+    return path
+
+
+def read_all(source):
+    refs = NMNIST().index(source)
+    events = list(NMNIST().load(source, refs))
+    return [(r.sample_id, r.label, r.split) for r in refs], [e.tobytes() for e in events]
+
+
+def test_every_flipped_byte_of_a_zip_is_caught_or_changes_nothing(tmp_path):
+    """Members are checked by their CRC-32 when read; the directory by its entry count and by
+    each unread entry's local header. So any flipped byte is refused naming the zip (or the zip
+    and member), or changes nothing read (a time stamp, an attribute, a flag zipfile ignores)."""
+    archive = zip_of_two(tmp_path / "train.zip")
+    intact = archive.read_bytes()
+    expected = read_all(tmp_path)
+    unchanged = 0
+    for at in range(len(intact)):
+        for mask in (0x01, 0x80):
+            changed = bytearray(intact)
+            changed[at] ^= mask
+            archive.write_bytes(bytes(changed))
+            try:
+                found = read_all(tmp_path)
+            except BadInputError as err:
+                assert err.path.startswith(str(archive)), at
+                continue
+            assert found == expected, at
+            unchanged += 1
+    assert 0 < unchanged < len(intact)
+
+
+def test_a_truncated_zip_a_bad_crc_and_a_lost_entry_name_the_zip(tmp_path):
+    archive = zip_of_two(tmp_path / "train.zip")
+    intact = archive.read_bytes()
+    archive.write_bytes(intact[: len(intact) // 2])
+    with pytest.raises(BadInputError, match="unreadable zip") as err:
+        NMNIST().index(tmp_path)
+    assert err.value.path == str(archive)
+
+    crc = bytearray(intact)
+    last_entry = intact.rfind(b"PK\x01\x02")  # the directory's entry of Train/5/00002.bin
+    crc[last_entry + 16] ^= 0x01  # its CRC-32, which zipfile checks the member against
+    archive.write_bytes(bytes(crc))
+    with pytest.raises(BadInputError, match="Bad CRC-32") as err:
+        list(NMNIST().load(tmp_path, NMNIST().index(tmp_path)))
+    assert err.value.path == f"{archive}#Train/5/00002.bin"
+
+    count = bytearray(intact)
+    count[intact.rfind(b"PK\x05\x06") + 10] += 1  # the end record declares 5 entries
+    archive.write_bytes(bytes(count))
+    with pytest.raises(BadInputError, match="4 entries in the central directory") as err:
+        NMNIST().index(tmp_path)
+    assert err.value.expected == "5, as it declares"
+
+
+def test_a_zip64_end_record_declares_the_count(tmp_path, monkeypatch):
+    """From 65,535 entries on, the end record's count is full (0xFFFF) and the zip64 end record
+    holds it."""
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)  # zipfile then writes zip64 records
+    archive = zip_of_two(tmp_path / "train.zip")
+    data = bytearray(archive.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8 : end + 12] = b"\xff" * 4  # both counts full, as with 65,535 entries
+    archive.write_bytes(bytes(data))
+    assert [r.sample_id for r in NMNIST().index(archive)] == [
+        "Train/3/00001.bin",
+        "Train/5/00002.bin",
+    ]
+    data[data.rfind(b"PK\x06\x06") + 32] += 1  # the zip64 end record's total: 5
+    archive.write_bytes(bytes(data))
+    with pytest.raises(BadInputError, match="4 entries in the central directory"):
+        NMNIST().index(archive)
+
+
+def test_skip_bad_lists_what_the_index_refuses_and_goes_on(tmp_path):
+    (tmp_path / "Train" / "x").mkdir(parents=True)
+    (tmp_path / "Train" / "x" / "1.bin").write_bytes(b"")
+    (tmp_path / "Train" / "2").mkdir()
+    (tmp_path / "Train" / "2" / "2.bin").write_bytes(b"")
+    archive = zip_of_two(tmp_path / "test.zip")
+    archive.write_bytes(archive.read_bytes()[:-30])
+    with pytest.raises(BadInputError, match="digit folder"):
+        NMNIST().index(tmp_path)
+    index = NMNIST().index(tmp_path, skip_bad=True)
+    assert [ref.sample_id for ref in index] == ["Train/2/2.bin"]
+    assert [(s.path, s.sample_ids) for s in index.skipped] == [
+        (str(tmp_path / "Train" / "x" / "1.bin"), ()),
+        (str(archive), ()),
+    ]

@@ -9,7 +9,7 @@ from hm2bp.pipelines.speech_folder import SpeechFolder, folder_classes
 from hm2bp.tests.conftest import shared_path
 from hm2bp.tests.formats import wav_bytes
 
-TONE = (8000 * np.sin(np.arange(400) / 3)).astype(np.int16)
+TONE = (8000 * np.sin(np.arange(800) / 3)).astype(np.int16)  # 50 ms at 16 kHz
 COMMANDS = r"(?P<speaker>[a-z]+)-(?P<label>\w+)\.(?i:wav)"
 
 
@@ -67,7 +67,7 @@ def test_labels_names_and_payloads_that_do_not_fit(tmp_path):
 def test_empty_recording_is_refused_on_load(tmp_path):
     path = write(tmp_path, "3_ann_0.wav", wav_bytes([], 8000))
     reader = SpeechFolder(("3",))
-    with pytest.raises(BadInputError, match="no samples") as err:
+    with pytest.raises(BadInputError, match="too short: 0 samples") as err:
         list(reader.load(tmp_path, reader.index(tmp_path)))
     assert err.value.path == str(path)
 
@@ -79,3 +79,30 @@ def test_options_are_checked(tmp_path):
         SpeechFolder(("a",), "(unclosed")
     with pytest.raises(BadInputError, match="no .wav files"):
         folder_classes(tmp_path)
+
+
+def test_skip_bad_lists_names_that_do_not_fit_and_goes_on(tmp_path):
+    write(tmp_path, "3_ann_0.wav")
+    write(tmp_path, "3-ann-1.wav")  # not FSDD's pattern
+    write(tmp_path, "4_ann_0.wav")  # a label outside the classes given
+    assert folder_classes(tmp_path) == ("3", "4")  # names that do not match are passed over
+    with pytest.raises(BadInputError, match="does not match") as err:
+        SpeechFolder(("3",)).index(tmp_path)
+    assert err.value.path == str(tmp_path / "3-ann-1.wav")
+    index = SpeechFolder(("3",)).index(tmp_path, skip_bad=True)
+    assert [ref.sample_id for ref in index] == ["3_ann_0.wav"]
+    assert [(s.path, s.sample_ids) for s in index.skipped] == [
+        (str(tmp_path / "3-ann-1.wav"), ("3-ann-1.wav",)),
+        (str(tmp_path / "4_ann_0.wav"), ("4_ann_0.wav",)),
+    ]
+    with pytest.raises(BadInputError, match="no file name matches"):
+        folder_classes(tmp_path, r"(?P<label>x)\.wav")
+
+
+def test_a_one_sample_recording_is_too_short(tmp_path):
+    """It used to become a silent sample with no spikes and only a library warning."""
+    path = write(tmp_path, "3_ann_0.wav", wav_bytes([7], 8000))
+    reader = SpeechFolder(("3",))
+    with pytest.raises(BadInputError, match="too short: 1 samples") as err:
+        list(reader.load(tmp_path, reader.index(tmp_path)))
+    assert err.value.path == str(path) and err.value.expected.startswith("at least 328")

@@ -55,7 +55,10 @@ def test_malformed_samplers_are_named_with_the_known_ones(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_sweep(path)
     text = str(err.value)
-    assert "search.optimizer.lr: loguniform takes [low, high] of finite numbers with low < high" in text
+    assert (
+        "search.optimizer.lr: loguniform takes [low, high] of finite numbers with low < high"
+        in text
+    )
     assert "search.seed: unknown sampler 'normal'" in text and "grid" in text
 
 

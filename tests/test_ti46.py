@@ -10,7 +10,7 @@ from hm2bp.pipelines.ti46 import TI46
 from hm2bp.tests.conftest import shared_path
 from hm2bp.tests.formats import sphere_bytes, wav_bytes
 
-TONE = (8000 * np.sin(np.arange(300) / 5)).astype(np.int16)
+TONE = (8000 * np.sin(np.arange(600) / 5)).astype(np.int16)  # 48 ms at 12.5 kHz
 
 
 def recording(root, relative, data=None):
@@ -104,3 +104,16 @@ def test_missing_vocabulary_folder_and_unknown_vocabulary(tmp_path):
         TI46().index(tmp_path)
     with pytest.raises(ValueError, match="ti46 vocabulary 'ti_beta'"):
         TI46("ti_beta")
+
+
+def test_skip_bad_lists_recordings_outside_the_layout_and_goes_on(tmp_path):
+    recording(tmp_path, "ti_alpha/train/f1/0af1set0.sph")
+    misnamed = recording(tmp_path, "ti_alpha/train/f1/1af1set0.sph")
+    with pytest.raises(BadInputError, match="name '1af1set0.sph'"):
+        TI46().index(tmp_path)
+    index = TI46().index(tmp_path, skip_bad=True)
+    assert [ref.sample_id for ref in index] == ["ti_alpha/train/f1/0af1set0.sph"]
+    assert [(s.path, s.sample_ids) for s in index.skipped] == [
+        (str(misnamed), ("ti_alpha/train/f1/1af1set0.sph",))
+    ]
+    assert index.skipped[0].reason.startswith("name '1af1set0.sph' (expected <code>")

@@ -47,15 +47,17 @@ def test_epochs_are_logged_once_and_a_rerun_continues_the_same_run(tmp_path):
     logger = tracking.EpochLogger(ref)
     logger.sync(history[:1])
     logger.sync(history)  # epoch 0 is not logged again
-    assert tracking.missing_epochs(ref, 2) is None
-    assert tracking.missing_epochs(ref, 3).startswith(f"MLflow run {ref.run_id} in {uri} lacks")
+    # The driver's end of training logs what rank 0 did not (epoch 2), then finishes the run.
+    assert tracking.complete_run(ref, [*history, {"val_accuracy": 0.6}]) is None
+    assert MlflowClient(uri).get_run(ref.run_id).info.status == "FINISHED"
 
     again = _open(uri, **{"optimizer.lr": 0.001, "seed": 1})  # the same run key: the same run
     assert again.run_id == ref.run_id
-    tracking.EpochLogger(again).sync([*history, {"val_accuracy": 0.8}])  # a restart's backfill
+    backfill = [*history, {"val_accuracy": 0.6}, {"val_accuracy": 0.8}]  # a restart's history
+    tracking.EpochLogger(again).sync(backfill)
     client = MlflowClient(uri)
     steps = [(m.step, m.value) for m in client.get_metric_history(ref.run_id, "val_accuracy")]
-    assert steps == [(0, 0.5), (1, 0.7), (2, 0.8)]
+    assert steps == [(0, 0.5), (1, 0.7), (2, 0.6), (3, 0.8)]
     run = client.get_run(ref.run_id)
     assert run.data.params == {"optimizer.lr": "0.001", "seed": "0"}
     assert run.data.tags["hm2bp.changed_on_resume"] == "seed"
@@ -69,5 +71,6 @@ def test_a_store_that_drops_mid_run_is_reported_not_raised(tmp_path):
     logger = tracking.EpochLogger(tracking.RunRef(server, "0123", "1"))
     logger.sync([{"val_accuracy": 0.5}])  # training goes on
     assert logger.failure is not None and logger.logged is None
-    problem = tracking.missing_epochs(tracking.RunRef(server, "0123", "1"), 1)
+    problem = tracking.complete_run(tracking.RunRef(server, "0123", "1"), [{}, {}])
     assert problem.startswith(f"tracking store {server} failed at the end of training")
+    assert "MLflow run 0123 may lack any of epochs [0, 1]" in problem

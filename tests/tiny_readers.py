@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from hm2bp.pipelines.errors import BadInputError
-from hm2bp.pipelines.source import DatasetFacts, SampleRef
+from hm2bp.pipelines.source import DatasetFacts, Index, SampleRef
 
 
 def tiny_image(i: int, shape: tuple[int, int] = (6, 5)) -> np.ndarray:
@@ -37,8 +37,8 @@ class TinyImages:
         default=DatasetFacts("tiny", "image", ("zero", "one", "two"), (6, 5))
     )
 
-    def index(self, source: Path | None) -> list[SampleRef]:
-        return [
+    def index(self, source: Path | None, skip_bad: bool = False) -> Index:
+        refs = [
             SampleRef(
                 f"img{i:03d}",
                 i % 3,
@@ -48,6 +48,7 @@ class TinyImages:
             )
             for i in range(self.n)
         ]
+        return Index(tuple(refs))
 
     def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator[np.ndarray]:
         for ref in refs:
@@ -70,8 +71,9 @@ class Subset:
     def facts(self) -> DatasetFacts:
         return self.reader.facts
 
-    def index(self, source: Path | None) -> list[SampleRef]:
-        return self.reader.index(source)[:: self.step]
+    def index(self, source: Path | None, skip_bad: bool = False) -> Index:
+        index = self.reader.index(source, skip_bad)
+        return Index(index.refs[:: self.step], index.skipped)
 
     def load(self, source: Path | None, refs: Sequence[SampleRef]) -> Iterator:
         return self.reader.load(source, refs)
