@@ -264,6 +264,27 @@ def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
     best = (max if settings.mode == "max" else min)(
         scored, key=lambda t: t[settings.metric], default=None
     )
+    with tracking.capped_http():
+        _close_children(parent, sweep, trials)
+        if best is not None:
+            client = MlflowClient(parent.uri)
+            client.log_metric(parent.run_id, f"best_{settings.metric}", best[settings.metric])
+            client.set_tag(parent.run_id, "hm2bp.best_trial", best["trial"])
+    tracking.finish_run(parent, failed=best is None or any(t["error"] for t in trials))
+    return SweepResult(
+        parent_run_id=parent.run_id,
+        tracking_uri=parent.uri,
+        best_trial=None if best is None else best["trial"],
+        best_value=None if best is None else best[settings.metric],
+        trials=trials,
+    )
+
+
+def _close_children(parent: tracking.RunRef, sweep: Sweep, trials: list[dict[str, Any]]) -> None:
+    """Close the trial runs that Tune ended from outside; failed trials closed themselves."""
+    from mlflow.tracking import MlflowClient
+
+    settings = sweep.settings
     client = MlflowClient(parent.uri)
     children = client.search_runs(
         [parent.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'"
@@ -277,14 +298,3 @@ def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
         # last report), so the run could not close itself: FINISHED if every epoch is logged.
         logged = client.get_metric_history(child.info.run_id, tracking.EPOCH_METRIC)
         client.set_terminated(child.info.run_id, "FINISHED" if len(logged) >= epochs else "KILLED")
-    if best is not None:
-        client.log_metric(parent.run_id, f"best_{settings.metric}", best[settings.metric])
-        client.set_tag(parent.run_id, "hm2bp.best_trial", best["trial"])
-    tracking.finish_run(parent, failed=best is None or any(t["error"] for t in trials))
-    return SweepResult(
-        parent_run_id=parent.run_id,
-        tracking_uri=parent.uri,
-        best_trial=None if best is None else best["trial"],
-        best_value=None if best is None else best[settings.metric],
-        trials=trials,
-    )

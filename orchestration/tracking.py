@@ -16,7 +16,7 @@ mid-run, training goes on: pending epochs are retried at the next epoch, and at 
 it FINISHED; what the store cannot take then is reported with the epochs it lacks, not raised.
 
 Every MLflow call, the driver's and rank 0's, runs under one cap on MLflow's HTTP retries
-(`_capped_http`): by default MLflow retries a failing call for about 4 minutes, so a store that
+(`capped_http`): by default MLflow retries a failing call for about 4 minutes, so a store that
 answers `/health` but fails every call (503) would hold `hm2bp train` that long per call.
 
 A rerun with the same `run.name` and `storage_path` finds its MLflow run by the tag `hm2bp.run_key`
@@ -57,7 +57,7 @@ class TrackingError(RuntimeError):
 
 
 @contextlib.contextmanager
-def _capped_http() -> Iterator[None]:
+def capped_http() -> Iterator[None]:
     """MLflow calls inside (or in a function so decorated) fail within seconds on a failing store.
 
     MLflow reads these variables at each request (`mlflow.utils.rest_utils.http_request`, the
@@ -120,7 +120,7 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return (database.parent / "mlartifacts" / experiment).as_uri()
 
 
-@_capped_http()
+@capped_http()
 def open_run(
     uri: str,
     experiment: str,
@@ -177,7 +177,7 @@ def open_run(
     return RunRef(uri, run_id, experiment_id)
 
 
-@_capped_http()
+@capped_http()
 def finish_run(ref: RunRef, failed: bool = False) -> None:
     """Mark the run FAILED or FINISHED; raises `TrackingError` naming the URI if the store fails."""
     from mlflow.tracking import MlflowClient
@@ -231,7 +231,7 @@ class EpochLogger:
 
     def _try(self, what: str, call, *args, **kwargs) -> bool:
         try:
-            with _capped_http():  # a server that drops mid-run must not stall training
+            with capped_http():  # a server that drops mid-run must not stall training
                 call(*args, **kwargs)
             return True
         except Exception as err:  # the store dropped: training goes on, the failure is kept
