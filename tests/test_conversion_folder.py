@@ -121,3 +121,17 @@ def test_uri_destinations_work_the_same(tmp_path):
     convert(TinyImages(n=10), out=uri, rows_per_shard=5, seed=2, overwrite=True)
     assert read_manifest(uri).seed == 2
     assert pafs.LocalFileSystem().get_file_info(str(tmp_path / "out" / ".replacing")).type == 0
+
+
+def test_the_cli_refuses_in_one_message_and_shows_the_traceback_only_when_asked(tmp_path, capsys):
+    from hm2bp.orchestration import cli
+
+    out = str(tmp_path / "digits")
+    assert cli.main(["convert", "digits", "--out", out, "--T", "20"]) == 0
+    capsys.readouterr()
+    assert cli.main(["convert", "digits", "--out", out, "--T", "20", "--seed", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"hm2bp convert: {out}: holds a finished conversion of digits")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(BadInputError, match="seed 0 .this command: 1."):
+        cli.main(["--traceback", "convert", "digits", "--out", out, "--T", "20", "--seed", "1"])
