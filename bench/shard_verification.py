@@ -28,7 +28,7 @@ import ray
 from hm2bp.pipelines.checksums import sha256_file
 from hm2bp.pipelines.convert import convert
 from hm2bp.pipelines.manifest import Manifest, read_manifest
-from hm2bp.pipelines.shards import read_shard
+from hm2bp.pipelines.shards import ShardSource, read_shard
 from hm2bp.pipelines.storage import resolve
 
 REPEATS = 5
@@ -49,7 +49,7 @@ def passes(folder: str, manifest: Manifest) -> dict[str, float]:
     return {
         "pyarrow, unverified": best_of(lambda: [pq.read_table(f) for f in files]),
         "read_shard, verified": best_of(
-            lambda: [read_shard(fs, path, e, manifest) for e in manifest.shards]
+            lambda: [read_shard(ShardSource.of(folder), e, manifest) for e in manifest.shards]
         ),
         "sha256 alone (driver)": best_of(lambda: [sha256_file(Path(f)) for f in files]),
     }

@@ -10,7 +10,7 @@ trained with one backend on one device (Triton on a GPU) loads with another (ref
 Every checkpoint is a folder `checkpoint_epoch_NNNN/` under `storage_path/name` (Ray Train names it
 so under Ray; `run_local` writes it itself): the file is written under a temporary name and renamed,
 so a crash never leaves a checkpoint that looks whole. Beside it, `checkpoint.sha256` holds the
-digest of its bytes, written after it: torch's format checks no tensor byte (a flipped bit in a
+digest of its bytes, written before it: torch's format checks no tensor byte (a flipped bit in a
 weight loads silently), so a checkpoint is whole only with a digest that matches.
 """
 
@@ -65,8 +65,9 @@ def save_state(state: dict[str, Any], folder: str) -> str:
     fs, path = resolve(folder)
     fs.create_dir(path, recursive=True)
     data = state_bytes(state)
-    write_atomic(fs, f"{path}/{CHECKPOINT_FILE}", data)
+    # The digest first: a checkpoint.pt that exists always has its digest beside it.
     write_atomic(fs, f"{path}/{DIGEST_FILE}", f"{sha256_bytes(data)}\n".encode())
+    write_atomic(fs, f"{path}/{CHECKPOINT_FILE}", data)
     return f"{folder}/{CHECKPOINT_FILE}"
 
 
@@ -101,10 +102,10 @@ def load_state(location: str | Path) -> dict[str, Any]:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds (and suggests weights_only=False: never)
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}; "
-            "expected a checkpoint.pt written by `hm2bp train`: the file is damaged or foreign, "
-            "use another checkpoint_epoch_NNNN of the run)"
-        ) from None
+            f"{path}: whole (its digest matches) but unreadable by torch {torch.__version__} "
+            f"({type(err).__name__}: {str(err).splitlines()[0]}; expected a checkpoint.pt that "
+            "`hm2bp train` wrote with a compatible torch)"
+        ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: checkpoint format {found!r} (expected {FORMAT})")
@@ -125,10 +126,7 @@ def latest_checkpoint(run_folder: str) -> str | None:
     found = []
     for info in infos:
         match = _FOLDER.match(info.base_name)
-        complete = all(
-            fs.get_file_info(f"{info.path}/{name}").type == pafs.FileType.File
-            for name in (CHECKPOINT_FILE, DIGEST_FILE)
-        )
+        complete = fs.get_file_info(f"{info.path}/{CHECKPOINT_FILE}").type == pafs.FileType.File
         if info.type == pafs.FileType.Directory and match and complete:
             found.append((int(match.group(1)), info.base_name))
     if not found:

@@ -88,10 +88,13 @@ def _scalar(tp: type, value: Any) -> tuple[bool, Any]:
         if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
             try:
                 number = float(value)
-            except ValueError:
+            except (ValueError, OverflowError):
                 return False, value
         elif isinstance(value, int | float):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond any float
+                return False, value
         else:
             return False, value
         return math.isfinite(number), number

@@ -38,8 +38,8 @@ from hm2bp.orchestration.config import ExperimentConfig, manifest_problems, to_d
 from hm2bp.orchestration.schema import ConfigError, flatten
 from hm2bp.orchestration.worker import train_loop_per_worker
 from hm2bp.pipelines.manifest import Manifest, read_manifest
-from hm2bp.pipelines.shards import verified_bytes
-from hm2bp.pipelines.storage import absolute, resolve
+from hm2bp.pipelines.shards import ShardSource, verified_bytes
+from hm2bp.pipelines.storage import absolute
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,10 @@ def check_against_manifest(config: ExperimentConfig) -> Manifest:
     problems = manifest_problems(config, manifest)
     if problems:
         raise ConfigError(problems, f"config against the shards in {config.data.shards}")
-    fs, folder = resolve(config.data.shards)
+    source = ShardSource.of(config.data.shards)
     for split in {config.data.train_split, config.data.val_split}:
         for entry in manifest.entries(split, config.data.shards):
-            verified_bytes(fs, folder, entry, manifest)
+            verified_bytes(source, entry, manifest)
     return manifest
 
 

@@ -128,7 +128,8 @@ def check_wav(path: Path) -> Layout:
     if tag not in WAV_TAGS:
         raise BadInputError(path, f"format tag {tag:#x}", f"one of {sorted(WAV_TAGS.values())}")
     check_rate(path, rate)
-    if channels < 1 or block != channels * math.ceil(bits / 8) or byte_rate != rate * block:
+    consistent = block == channels * math.ceil(bits / 8) and byte_rate == rate * block
+    if channels < 1 or bits < 1 or not consistent:
         raise BadInputError(
             path,
             f"{channels} channels of {bits} bits in blocks of {block} bytes, {byte_rate} bytes/s",

@@ -27,11 +27,13 @@ from hm2bp.pipelines.convert_task import ShardJob, ShardResult, build_shard
 from hm2bp.pipelines.encoders import (
     EncoderParams,
     check_encoder,
+    check_step,
     default_encoder,
     encoder_name,
     input_shape,
     params_record,
 )
+from hm2bp.pipelines.errors import BadInputError
 from hm2bp.pipelines.manifest import (
     FORMAT_VERSION,
     Manifest,
@@ -40,7 +42,7 @@ from hm2bp.pipelines.manifest import (
 from hm2bp.pipelines.registry import get_reader, reader_options
 from hm2bp.pipelines.shard_plan import conversion_fingerprint, plan_shards
 from hm2bp.pipelines.shards import DATASET_KEY, shard_schema
-from hm2bp.pipelines.source import DatasetFacts, Reader
+from hm2bp.pipelines.source import DatasetFacts, Reader, SampleRef
 from hm2bp.pipelines.splits import default_split, parse_split
 from hm2bp.pipelines.storage import absolute
 from tqdm.auto import tqdm
@@ -117,6 +119,7 @@ def convert(
         )
     index = reader.index(source, skip_bad=skip_bad)
     refs = index.refs
+    _check_unique(refs, source)
     spec = parse_split(split) if split else default_split(refs)
     manifest = _manifest(
         reader.facts,
@@ -140,7 +143,7 @@ def convert(
     jobs = [
         ShardJob(
             p,
-            target.write_to,
+            out,
             source,
             schema,
             params,
@@ -153,6 +156,12 @@ def convert(
     ]
     results = _run(jobs, reader, progress, f"convert {reader.facts.name}")
     manifest = _finish(manifest, results, index.skipped)
+    if manifest.samples == 0:
+        raise BadInputError(
+            str(source),
+            f"no sample converted ({len(manifest.skipped)} files skipped)",
+            "at least one readable sample",
+        )
     destination.finish(target, manifest)
     return ConversionSummary(
         dataset=manifest.dataset,
@@ -167,11 +176,26 @@ def convert(
     )
 
 
+def _check_unique(refs: Sequence[SampleRef], source: Path | None) -> None:
+    """Every sample id once: a shard with a repeated id is refused by every reader later."""
+    first: dict[str, str | int] = {}
+    for ref in refs:
+        if ref.sample_id in first:
+            raise BadInputError(
+                str(source),
+                f"sample id {ref.sample_id!r} at {first[ref.sample_id]!r} and {ref.locator!r}",
+                "each sample once",
+            )
+        first[ref.sample_id] = ref.locator
+
+
 def _encoder(
     facts: DatasetFacts, encoder: EncoderParams | None, T: int | None, dt_ms: float | None
 ) -> EncoderParams:
     """The given or default encoder with `T` and `dt_ms` overridden, checked against the data."""
     overrides = {k: v for k, v in (("T", T), ("dt_ms", dt_ms)) if v is not None}
+    if dt_ms is not None:
+        check_step(dt_ms)  # before the encoder's own checks, which compute with it
     params = dataclasses.replace(encoder or default_encoder(facts.kind), **overrides)
     check_encoder(params, facts)
     return params

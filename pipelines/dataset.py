@@ -22,8 +22,8 @@ import numpy as np
 import ray.data
 from hm2bp.pipelines.decode import decode_spikes
 from hm2bp.pipelines.manifest import Manifest, ShardEntry, read_manifest
-from hm2bp.pipelines.shards import read_shard
-from hm2bp.pipelines.storage import absolute, resolve
+from hm2bp.pipelines.shards import ShardSource, read_shard
+from hm2bp.pipelines.storage import absolute
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
@@ -62,9 +62,9 @@ class ShardDatasource(Datasource):
         )
 
         def read() -> Iterator[Any]:
-            fs, folder = resolve(location)
+            source = ShardSource.of(location)
             for entry in group:
-                yield read_shard(fs, folder, entry, manifest, columns)
+                yield read_shard(source, entry, manifest, columns)
 
         return ReadTask(read, metadata)
 

@@ -9,6 +9,7 @@ parameters (for example to re-encode raw pixels each epoch).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -57,8 +58,15 @@ def input_shape(params: EncoderParams, facts: DatasetFacts) -> tuple[int, ...]:
     return tuple(facts.input_shape)
 
 
+def check_step(dt_ms: float) -> None:
+    """A step is a finite, positive number of milliseconds."""
+    if not (isinstance(dt_ms, int | float) and math.isfinite(dt_ms) and dt_ms > 0):
+        raise ValueError(f"dt_ms: got {dt_ms} (expected a finite number of ms above 0)")
+
+
 def check_encoder(params: EncoderParams, facts: DatasetFacts) -> None:
     """Refuse an encoder that does not fit the data set, before any task starts."""
+    check_step(params.dt_ms)
     name = encoder_name(params)
     if ENCODERS[name][1] != facts.kind:
         raise ValueError(

@@ -15,13 +15,13 @@ import json
 import math
 import shlex
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import PurePosixPath
 from typing import Any
 
 from hm2bp.pipelines.encoders import EncoderParams, encoder_from_record
+from hm2bp.pipelines.shard_plan import SHARD_NAME
 from hm2bp.pipelines.storage import read_bytes, resolve, write_atomic
 
-FORMAT_VERSION = 2  # 2: rows_per_shard and skip_bad recorded; shard files confined
+FORMAT_VERSION = 2  # 2: rows_per_shard and skip_bad recorded; shard names carry the conversion
 MANIFEST_NAME = "manifest.json"
 
 
@@ -126,12 +126,18 @@ class Manifest:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def manifest_from_json(text: str, where: str) -> Manifest:
     """Parse and check a manifest; errors name `where` and the bad key."""
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError as err:
+        body = json.loads(text, parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError) as err:
         raise ValueError(f"{where}: not JSON ({err}; expected an hm2bp manifest)") from None
+    if not isinstance(body, dict):
+        raise ValueError(f"{where}: a JSON {type(body).__name__} (expected an hm2bp manifest)")
     if body.get("format") != FORMAT_VERSION:
         raise ValueError(
             f"{where}: format {body.get('format')!r} (expected {FORMAT_VERSION}; "
@@ -160,12 +166,16 @@ def _manifest(body: dict[str, Any], where: str) -> Manifest:
     body["shards"] = tuple(ShardEntry(**e) for e in body["shards"])
     for entry in body["shards"]:
         types = (entry.file, entry.split, entry.rows, entry.spikes, entry.sha256)
-        if not all(isinstance(v, t) for v, t in zip(types, (str, str, int, int, str), strict=True)):
+        expected = (str, str, int, int, str)
+        if any(
+            not isinstance(v, t) or isinstance(v, bool)
+            for v, t in zip(types, expected, strict=True)
+        ):
             raise TypeError(f"shard entry {entry}")
-        if PurePosixPath(entry.file).name != entry.file or entry.file in ("", ".", ".."):
+        if not SHARD_NAME.match(entry.file):
             raise ValueError(
-                f"{where}: shard file {entry.file!r} (expected a file name inside the manifest's "
-                "folder, no path)"
+                f"{where}: shard file {entry.file!r} (expected a name like "
+                "train-00000-0123abcd.parquet inside the manifest's folder, no path)"
             )
     body["skipped"] = tuple(
         SkippedFile(s["path"], s["reason"], tuple(s["sample_ids"])) for s in body["skipped"]
@@ -180,7 +190,7 @@ def read_manifest(location: str) -> Manifest:
     if not path.endswith(".json"):
         path = f"{path}/{MANIFEST_NAME}"
     try:
-        text = read_bytes(fs, path).decode()
+        text = read_bytes(fs, path).decode("utf-8", errors="replace")
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path}: no manifest (expected a folder written by `hm2bp convert`; an interrupted "

@@ -120,20 +120,34 @@ def shard_info(fs: pafs.FileSystem, path: str) -> tuple[int, dict[str, Any]] | N
     return rows, json.loads(metadata[SHARD_KEY])
 
 
-def verified_bytes(
-    fs: pafs.FileSystem, folder: str, entry: ShardEntry, manifest: Manifest
-) -> bytes:
+@dataclass(frozen=True)
+class ShardSource:
+    """Where one conversion's shards are: `location` as the user named it (a path or URI, for
+    messages and the repair command), and the filesystem and folder it resolves to."""
+
+    location: str
+    fs: pafs.FileSystem
+    folder: str
+
+    @classmethod
+    def of(cls, location: str) -> ShardSource:
+        return cls(location.rstrip("/"), *resolve(location))
+
+    def name(self, entry: ShardEntry) -> str:
+        return f"{self.location}/{entry.file}"
+
+
+def verified_bytes(source: ShardSource, entry: ShardEntry, manifest: Manifest) -> bytes:
     """The bytes of shard `entry`, whose sha256 is the manifest's; else `BadInputError`."""
-    path = f"{folder}/{entry.file}"
-    repair = f"a whole shard; {manifest.repair_hint(folder)}"
+    repair = f"a whole shard; {manifest.repair_hint(source.location)}"
     try:
-        data = read_bytes(fs, path)
+        data = read_bytes(source.fs, f"{source.folder}/{entry.file}")
     except FileNotFoundError:
-        raise BadInputError(path, "missing (the manifest lists it)", repair) from None
+        raise BadInputError(source.name(entry), "missing (the manifest lists it)", repair) from None
     digest = sha256_bytes(data)
     if digest != entry.sha256:
         raise BadInputError(
-            path,
+            source.name(entry),
             f"sha256 {digest[:16]}... (the file changed after it was written)",
             f"{entry.sha256[:16]}... as manifest.json records; {repair}",
         )
@@ -141,25 +155,23 @@ def verified_bytes(
 
 
 def read_shard(
-    fs: pafs.FileSystem,
-    folder: str,
+    source: ShardSource,
     entry: ShardEntry,
     manifest: Manifest,
     columns: Sequence[str] | None = None,
 ) -> pa.Table:
-    """The shard `entry` of the conversion in `folder`, verified, with only `columns` (all when
-    None). Raises `BadInputError` naming the shard when it is missing, its bytes differ from the
-    manifest's sha256, or its rows, split, sample ids or values disagree with the manifest."""
-    path = f"{folder}/{entry.file}"
-    repair = f"a whole shard; {manifest.repair_hint(folder)}"
-    data = verified_bytes(fs, folder, entry, manifest)
+    """The shard `entry`, verified, with only `columns` (all when None). Raises `BadInputError`
+    naming the shard when it is missing, its bytes differ from the manifest's sha256, or its rows,
+    split, footer or values disagree with the manifest, or a sample id repeats."""
+    data = verified_bytes(source, entry, manifest)
+    repair = f"a whole shard; {manifest.repair_hint(source.location)}"
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as err:  # a shard written by another tool
-        raise BadInputError(path, f"unreadable Parquet ({err})", repair) from None
+        raise BadInputError(source.name(entry), f"unreadable Parquet ({err})", repair) from None
     problem = _shard_problem(table, entry, manifest)
     if problem:
-        raise BadInputError(path, problem[0], f"{problem[1]}; {repair}")
+        raise BadInputError(source.name(entry), problem[0], f"{problem[1]}; {repair}")
     return table.select(list(columns)) if columns is not None else table
 
 
@@ -168,16 +180,16 @@ def read_split(
 ) -> pa.Table:
     """All rows of `split` under `location`, every shard verified, as one table read in this
     process (no Ray); a sample id in two shards is refused too."""
-    fs, folder = resolve(location)
+    source = ShardSource.of(location)
     table = pa.concat_tables(
-        [read_shard(fs, folder, e, manifest) for e in manifest.entries(split, location)]
+        [read_shard(source, e, manifest) for e in manifest.entries(split, location)]
     )
     ids = table.column("sample_id")
     if pc.count_distinct(ids).as_py() != len(ids):
         raise BadInputError(
-            folder,
+            source.location,
             f"a sample_id in two shards of {split!r}",
-            f"each sample once; {manifest.repair_hint(folder)}",
+            f"each sample once; {manifest.repair_hint(source.location)}",
         )
     return table.select(list(columns)) if columns is not None else table
 

@@ -16,7 +16,7 @@ def test_save_load_latest_and_prune(tmp_path):
     (tmp_path / "run" / "checkpoint_epoch_0009").mkdir()  # no checkpoint.pt: not complete
     (tmp_path / "run" / "checkpoint_epoch_0003" / ".checkpoint.pt.tmp-x").write_bytes(b"half")
     ckpt.save_state(state(4), f"{run}/{ckpt.folder_name(4)}")
-    (tmp_path / "run" / "checkpoint_epoch_0004" / ckpt.DIGEST_FILE).unlink()  # cut before it
+    (tmp_path / "run" / "checkpoint_epoch_0004" / "checkpoint.pt").unlink()  # cut after the digest
     latest = ckpt.latest_checkpoint(run)
     assert latest == f"{run}/checkpoint_epoch_0003"
     loaded = ckpt.load_state(latest)
@@ -65,8 +65,18 @@ def test_a_foreign_file_with_a_matching_digest_is_refused_without_torchs_advice(
     (folder / ckpt.DIGEST_FILE).write_text(ckpt.sha256_bytes(b"\x80\x02garbage"))
     with pytest.raises(ckpt.CheckpointError) as caught:
         ckpt.load_state(folder)
-    assert "not a readable checkpoint" in str(caught.value)
+    assert "unreadable by torch" in str(caught.value)
     assert "weights_only=False" not in str(caught.value)
     (folder / ckpt.DIGEST_FILE).unlink()
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint.sha256 beside it"):
         ckpt.load_state(folder)
+
+
+def test_a_checkpoint_without_its_digest_is_found_and_refused_loudly(tmp_path):
+    """Not skipped: a run would silently start again from epoch 0 over it."""
+    run = str(tmp_path / "run")
+    ckpt.save_state(state(2), f"{run}/{ckpt.folder_name(2)}")
+    (tmp_path / "run" / "checkpoint_epoch_0002" / ckpt.DIGEST_FILE).unlink()
+    assert ckpt.latest_checkpoint(run) == f"{run}/checkpoint_epoch_0002"
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint.sha256 beside it"):
+        ckpt.load_state(ckpt.latest_checkpoint(run))

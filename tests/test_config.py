@@ -118,13 +118,14 @@ def test_boosting_defaults_to_on_only_for_one_worker_at_batch_one():
 
 def _manifest(**changes) -> Manifest:
     values = dict(
-        format=1, dataset="digits", kind="image", classes=tuple("0123456789"),
+        format=2, dataset="digits", kind="image", classes=tuple("0123456789"),
         input_shape=(8, 8), T=100, dt_ms=1.0, encoder="rate",
         encoder_params={"T": 100, "dt_ms": 1.0, "scale": 5.5}, seed=0, split="ratio:0.8",
-        keep_pixels=False, reader="digits", reader_options={}, note="", source_labels=(),
+        keep_pixels=False, rows_per_shard=1000, skip_bad=False, reader="digits",
+        reader_options={}, note="", source_labels=(),
         sources={}, software={},
-        shards=(ShardEntry("train-00000.parquet", "train", 1, 1, "x"),
-                ShardEntry("val-00000.parquet", "val", 1, 1, "x")),
+        shards=(ShardEntry("train-00000-0123abcd.parquet", "train", 1, 1, "x"),
+                ShardEntry("val-00000-0123abcd.parquet", "val", 1, 1, "x")),
     )  # fmt: skip
     return Manifest(**{**values, **changes})
 

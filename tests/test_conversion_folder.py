@@ -1,8 +1,10 @@
 """A conversion folder belongs to one conversion: other options are refused, `--overwrite`
-replaces atomically (a commit cut short is finished by the next run), and `convert` never deletes
-or overwrites a file that no manifest of its own names. On a real local Ray."""
+replaces it with one atomic switch of the manifest (a switch cut short is finished by the next
+run), and `convert` never deletes or overwrites a file that no manifest of its own names. On a
+real local Ray."""
 
-import pyarrow.fs as pafs
+import json
+
 import pytest
 from hm2bp.pipelines import destination
 from hm2bp.pipelines.convert import convert
@@ -35,7 +37,7 @@ def test_other_options_are_refused_naming_both_and_nothing_changes(tmp_path):
     assert {name: (tmp_path / name).read_bytes() for name in files(tmp_path)} == before
 
 
-def test_overwrite_replaces_only_when_every_new_shard_is_whole(tmp_path):
+def test_overwrite_switches_only_when_every_new_shard_is_whole(tmp_path):
     convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5)
     old = sample_ids(tmp_path)
     old_shards = {e.file for e in read_manifest(str(tmp_path)).shards}
@@ -43,59 +45,50 @@ def test_overwrite_replaces_only_when_every_new_shard_is_whole(tmp_path):
     with pytest.raises(BadInputError, match="img013"):
         convert(TinyImages(n=20, bad=("img013",)), out=str(tmp_path), T=50, overwrite=True)
     assert read_manifest(str(tmp_path)).T == 400 and sample_ids(tmp_path) == old
-    # the finished replacement: the new manifest, its shards, the old-only shards gone
+    assert old_shards <= set(files(tmp_path))
+    # the finished replacement: the new manifest and its shards, the old conversion's files gone
     summary = convert(TinyImages(n=20), out=str(tmp_path), T=50, overwrite=True)
     manifest = read_manifest(str(tmp_path))
     assert manifest.T == 50 and summary.samples == 20 and sample_ids(tmp_path) == old
     assert files(tmp_path) == sorted({"manifest.json"} | {e.file for e in manifest.shards})
-    assert old_shards - {e.file for e in manifest.shards}  # there were old-only shards to drop
+    assert not old_shards & {e.file for e in manifest.shards}  # written beside, never over
 
 
-class _CrashingMoves:
-    """A filesystem whose `move` fails after `allowed` calls: a commit cut short."""
-
-    def __init__(self, fs, allowed):
-        self.fs, self.allowed = fs, allowed
-
-    def move(self, src, dst):
-        if self.allowed == 0:
-            raise OSError("crash in the middle of the commit")
-        self.allowed -= 1
-        self.fs.move(src, dst)
-
-    def __getattr__(self, name):
-        return getattr(self.fs, name)
-
-
-def test_a_commit_cut_short_is_finished_by_the_next_run(tmp_path, monkeypatch):
+def test_a_switch_cut_short_is_finished_by_the_next_run(tmp_path, monkeypatch):
     convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5)
-    real_resolve = destination.resolve
+    old_shards = {e.file for e in read_manifest(str(tmp_path)).shards}
+    real = destination._delete_replaced
+    calls = []
 
-    def crashing(location):
-        fs, path = real_resolve(location)
-        return _CrashingMoves(fs, allowed=3), path  # manifest aside, two shards moved
+    def crash_after_the_switch(fs, folder):
+        calls.append(folder)
+        if len(calls) == 2:  # the first call is the one of `prepare`
+            raise OSError("crash between the switch and the deletions")
+        real(fs, folder)
 
-    monkeypatch.setattr(destination, "resolve", crashing)
-    with pytest.raises(OSError, match="crash in the middle"):
+    monkeypatch.setattr(destination, "_delete_replaced", crash_after_the_switch)
+    with pytest.raises(OSError, match="crash between"):
         convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=3, overwrite=True)
-    monkeypatch.setattr(destination, "resolve", real_resolve)
-    with pytest.raises(FileNotFoundError, match="no manifest"):  # readers see no half state
-        read_manifest(str(tmp_path))
+    monkeypatch.setattr(destination, "_delete_replaced", real)
+    manifest = read_manifest(str(tmp_path))  # the new conversion, whole and readable
+    assert manifest.rows_per_shard == 3 and len(sample_ids(tmp_path)) == 20
+    assert old_shards <= set(files(tmp_path)) and "replaced.json" in files(tmp_path)
     again = convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=3)  # same command
-    manifest = read_manifest(str(tmp_path))
-    assert again.shards_written == 0 and manifest.rows_per_shard == 3
+    assert again.shards_written == 0
     assert files(tmp_path) == sorted({"manifest.json"} | {e.file for e in manifest.shards})
-    assert len(sample_ids(tmp_path)) == 20
 
 
 def test_files_that_no_manifest_names_are_never_deleted_or_overwritten(tmp_path):
-    foreign = tmp_path / "train-00000.parquet"
+    convert(TinyImages(n=20), out=str(tmp_path / "elsewhere"), rows_per_shard=5)
+    planned = read_manifest(str(tmp_path / "elsewhere")).shards[0].file  # the same plan here
+    foreign = tmp_path / "here" / planned
+    foreign.parent.mkdir()
     foreign.write_bytes(b"someone else's file")
     with pytest.raises(BadInputError) as caught:
-        convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5)
-    assert str(caught.value).startswith(f"{foreign}: a file that no hm2bp manifest names")
+        convert(TinyImages(n=20), out=str(tmp_path / "here"), rows_per_shard=5)
+    assert str(caught.value).startswith(f"{foreign}: a file that is not an hm2bp shard")
     assert foreign.read_bytes() == b"someone else's file"
-    # beside a finished conversion, a stray file of shard-like name survives every rerun
+    # beside a finished conversion, a stray file survives every rerun and replacement
     folder = tmp_path / "done"
     convert(TinyImages(n=20), out=str(folder), rows_per_shard=5)
     stray = folder / "val-00007.parquet"
@@ -105,12 +98,27 @@ def test_files_that_no_manifest_names_are_never_deleted_or_overwritten(tmp_path)
     assert stray.read_bytes() == b"mine"
 
 
-def test_an_unfinished_conversion_with_other_options_is_refused(tmp_path):
+def test_an_unfinished_conversion_is_left_alone_and_written_beside(tmp_path):
     convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5)
+    abandoned = {e.file for e in read_manifest(str(tmp_path)).shards}
     (tmp_path / "manifest.json").unlink()  # as a conversion cut short leaves it: shards only
-    with pytest.raises(BadInputError, match="an unfinished conversion with other options: seed"):
-        convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5, seed=3)
-    assert convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5).shards_reused > 0
+    convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5, seed=3)
+    manifest = read_manifest(str(tmp_path))
+    assert manifest.seed == 3 and not abandoned & {e.file for e in manifest.shards}
+    assert abandoned <= set(files(tmp_path))  # no manifest of its own names them: kept
+    assert convert(TinyImages(n=20), out=str(tmp_path), rows_per_shard=5, seed=3).shards_reused
+
+
+def test_a_manifest_of_another_format_is_replaced_only_with_overwrite(tmp_path):
+    convert(TinyImages(n=10), out=str(tmp_path), rows_per_shard=5)
+    body = json.loads((tmp_path / "manifest.json").read_text())
+    old_shards = {e["file"] for e in body["shards"]}
+    body["format"] = 1
+    (tmp_path / "manifest.json").write_text(json.dumps(body))
+    with pytest.raises(BadInputError, match="format 1 .expected 2.*pass --overwrite"):
+        convert(TinyImages(n=10), out=str(tmp_path), rows_per_shard=5)
+    convert(TinyImages(n=10), out=str(tmp_path), rows_per_shard=4, overwrite=True)
+    assert not old_shards & set(files(tmp_path))
 
 
 def test_uri_destinations_work_the_same(tmp_path):
@@ -120,7 +128,9 @@ def test_uri_destinations_work_the_same(tmp_path):
         convert(TinyImages(n=10), out=uri, rows_per_shard=5, seed=2)
     convert(TinyImages(n=10), out=uri, rows_per_shard=5, seed=2, overwrite=True)
     assert read_manifest(uri).seed == 2
-    assert pafs.LocalFileSystem().get_file_info(str(tmp_path / "out" / ".replacing")).type == 0
+    assert files(tmp_path / "out") == sorted(
+        {"manifest.json"} | {e.file for e in read_manifest(uri).shards}
+    )
 
 
 def test_the_cli_refuses_in_one_message_and_shows_the_traceback_only_when_asked(tmp_path, capsys):

@@ -170,10 +170,8 @@ def test_cli_converts_digits_end_to_end(tmp_path, capsys):
         True,
         (8, 8),
     )
-    assert (
-        json.loads((out / "manifest.json").read_text())["shards"][0]["file"]
-        == "train-00000.parquet"
-    )
+    first = json.loads((out / "manifest.json").read_text())["shards"][0]["file"]
+    assert first.startswith("train-00000-") and first.endswith(".parquet")
     batches = list(dense_batches(read_shards(str(out), split="val"), m, batch_size=64))
     assert sum(len(labels) for _, labels in batches) == 179 and batches[0][0].shape == (100, 64, 64)
     assert cli.main(["convert", "digits", "--out", str(out), "--split", "halves"]) == 1

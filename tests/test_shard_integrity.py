@@ -78,10 +78,15 @@ def test_a_shard_listed_under_another_split_is_caught(shards):
         read_split(str(shards), read_manifest(str(shards)), "train")
 
 
-@pytest.mark.parametrize("file", ["../train-00000.parquet", "/etc/passwd", "sub/x.parquet", ".."])
+@pytest.mark.parametrize(
+    "file", ["../train-00000-0123abcd.parquet", "/etc/passwd", "manifest.json", ".."]
+)
 def test_manifest_paths_stay_inside_the_shards_folder(shards, file):
     edit_manifest(shards, lambda m: m["shards"][0].update(file=file))
-    with pytest.raises(ValueError, match=f"shard file '{file}' .expected a file name inside"):
+    with pytest.raises(
+        ValueError,
+        match=f"shard file '{file}' .expected a name like train-00000-0123abcd.parquet inside",
+    ):
         read_manifest(str(shards))
 
 
