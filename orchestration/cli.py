@@ -232,12 +232,15 @@ def _sweep(args: argparse.Namespace) -> int:
     if ray_started:
         ray.shutdown()
     experiment = sweep.config.tracking.experiment
-    children = [
-        row
-        for row in collect_runs(result.tracking_uri, experiment, sweep.settings.metric)
-        if row.parent_run_id == result.parent_run_id
-    ]
-    print(format_table(children, [sweep.settings.metric]))
+    if result.tracking_problem:  # the table would be read from that store
+        print(f"tracking problem: {result.tracking_problem}", file=sys.stderr)
+    else:
+        children = [
+            row
+            for row in collect_runs(result.tracking_uri, experiment, sweep.settings.metric)
+            if row.parent_run_id == result.parent_run_id
+        ]
+        print(format_table(children, [sweep.settings.metric]))
     if result.best_trial is not None:
         metric = sweep.settings.metric
         print(f"best trial {result.best_trial}: {metric} {result.best_value:.4f}")

@@ -200,7 +200,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not (key and sep):
         raise ConfigError([f"--set {text!r}: expected KEY=VALUE, e.g. optimizer.lr=5e-4"])
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError([f"--set {text!r}: the value is not YAML ({err})"]) from None
 
 
 def config_from_dict(
@@ -227,13 +230,18 @@ def load_config(
 ) -> ExperimentConfig:
     """Read a YAML experiment; errors name the file and every bad field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such config (expected a YAML file)") from None
-    except yaml.YAMLError as err:
-        raise ConfigError([f"not YAML: {err}"], str(path)) from None
+    data = read_yaml(path, "config")
     return config_from_dict(data if data is not None else {}, overrides, source=str(path))
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML in `path`; a missing file or bad YAML is an error naming it."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such {what} (expected a YAML file)") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError([f"not YAML: {err}"], str(path)) from None
 
 
 def network_spec(network: NetworkConfig):

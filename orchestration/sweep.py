@@ -28,9 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from hm2bp.orchestration import tracking
-from hm2bp.orchestration.config import ExperimentConfig, config_from_dict, to_dict
+from hm2bp.orchestration.config import ExperimentConfig, config_from_dict, read_yaml, to_dict
 from hm2bp.orchestration.schema import ConfigError, bounded, flatten, from_dict
 from hm2bp.orchestration.search_space import param_space
 
@@ -67,11 +66,7 @@ class Sweep:
 def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
     """Read a sweep file; `overrides` (`KEY=VALUE`) apply to the base experiment."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such sweep file (expected a YAML file)") from None
-    data = yaml.safe_load(text) or {}
+    data = read_yaml(path, "sweep file") or {}
     if not isinstance(data, dict):
         raise ConfigError([f"found {type(data).__name__}, expected a mapping"], str(path))
     search = data.pop("search", None)
@@ -81,15 +76,10 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
         )
     settings = from_dict(SweepSettings, data, source=str(path))
     experiment_path = path.parent / settings.experiment
-    try:
-        base_data = yaml.safe_load(experiment_path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path}: experiment {settings.experiment!r} not found at {experiment_path}"
-        ) from None
-    config = config_from_dict(base_data, list(overrides), source=str(experiment_path))
+    base_data = read_yaml(experiment_path, f"experiment of {path}")
+    config = config_from_dict(base_data or {}, list(overrides), source=str(experiment_path))
     _check_search(search, to_dict(config), str(path))
-    return Sweep(settings, search, config, text)
+    return Sweep(settings, search, config, path.read_text())
 
 
 def _check_search(search: Mapping[str, Any], base: dict[str, Any], source: str) -> None:
@@ -159,6 +149,7 @@ class SweepResult:
     best_trial: str | None  # None when no trial reported the metric (all failed)
     best_value: float | None
     trials: list[dict[str, Any]]
+    tracking_problem: str | None = None  # the store failed while the sweep was closed
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -167,6 +158,7 @@ class SweepResult:
             "best_trial": self.best_trial,
             "best_value": self.best_value,
             "trials": self.trials,
+            "tracking_problem": self.tracking_problem,
         }
 
 
@@ -264,19 +256,26 @@ def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
     best = (max if settings.mode == "max" else min)(
         scored, key=lambda t: t[settings.metric], default=None
     )
-    with tracking.capped_http():
-        _close_children(parent, sweep, trials)
-        if best is not None:
-            client = MlflowClient(parent.uri)
-            client.log_metric(parent.run_id, f"best_{settings.metric}", best[settings.metric])
-            client.set_tag(parent.run_id, "hm2bp.best_trial", best["trial"])
-    tracking.finish_run(parent, failed=best is None or any(t["error"] for t in trials))
+    problem = None
+    try:  # the trials are done: a store that fails now costs the record, not the results
+        with tracking.capped_http():
+            _close_children(parent, sweep, trials)
+            if best is not None:
+                client = MlflowClient(parent.uri)
+                client.log_metric(parent.run_id, f"best_{settings.metric}", best[settings.metric])
+                client.set_tag(parent.run_id, "hm2bp.best_trial", best["trial"])
+        tracking.finish_run(parent, failed=best is None or any(t["error"] for t in trials))
+    except Exception as err:
+        problem = (
+            f"tracking store {parent.uri} failed closing the sweep: {type(err).__name__}: {err}"
+        )
     return SweepResult(
         parent_run_id=parent.run_id,
         tracking_uri=parent.uri,
         best_trial=None if best is None else best["trial"],
         best_value=None if best is None else best[settings.metric],
         trials=trials,
+        tracking_problem=problem,
     )
 
 
