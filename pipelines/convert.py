@@ -43,7 +43,7 @@ from hm2bp.pipelines.registry import get_reader, reader_options
 from hm2bp.pipelines.shard_plan import conversion_fingerprint, plan_shards
 from hm2bp.pipelines.shards import DATASET_KEY, shard_schema
 from hm2bp.pipelines.source import DatasetFacts, Reader, SampleRef
-from hm2bp.pipelines.splits import default_split, parse_split
+from hm2bp.pipelines.splits import Split, default_split, parse_split
 from hm2bp.pipelines.storage import absolute
 from tqdm.auto import tqdm
 
@@ -120,7 +120,7 @@ def convert(
     index = reader.index(source, skip_bad=skip_bad)
     refs = index.refs
     _check_unique(refs, source)
-    spec = parse_split(split) if split else default_split(refs)
+    spec = parse_split(split) if split else _default_split(refs, index.skipped, source)
     manifest = _manifest(
         reader.facts,
         params,
@@ -174,6 +174,22 @@ def convert(
         counts=manifest.counts,
         skipped=manifest.skipped,
     )
+
+
+def _default_split(
+    refs: Sequence[SampleRef], skipped: Sequence[SkippedFile], source: Path | None
+) -> Split:
+    """`default_split`, unless skipping files left one split of the source's own: the default
+    would then carve a new split out of it (a test set from training data) without a word."""
+    own = {ref.split for ref in refs} - {None}
+    if skipped and len(own) == 1:
+        raise BadInputError(
+            str(source),
+            f"only the {own.pop()!r} split of the source's own after skipping "
+            f"{', '.join(s.path for s in skipped)}",
+            "its splits whole, or --split chosen explicitly (e.g. ratio:0.8)",
+        )
+    return default_split(refs)
 
 
 def _check_unique(refs: Sequence[SampleRef], source: Path | None) -> None:

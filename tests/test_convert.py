@@ -218,7 +218,10 @@ def test_skip_bad_lists_a_file_the_index_refuses_and_converts_the_rest(tmp_path)
     assert err.value.path == str(bad) and not (tmp_path / "strict" / "manifest.json").exists()
 
     out = tmp_path / "lenient"
-    summary = convert("mnist", source=source, out=str(out), T=20, skip_bad=True)
+    # the default split would carve a test set out of the training files: asked for instead
+    with pytest.raises(BadInputError, match="only the 'train' split of the source's own"):
+        convert("mnist", source=source, out=str(out), T=20, skip_bad=True)
+    summary = convert("mnist", source=source, out=str(out), T=20, skip_bad=True, split="ratio:0.5")
     m = read_manifest(str(out))
     assert summary.samples == m.samples == 6
     assert [(s.path, s.sample_ids) for s in m.skipped] == [(str(bad), ())]
