@@ -23,7 +23,7 @@ from hm2bp.pipelines.manifest import ShardEntry, SkippedFile
 from hm2bp.pipelines.seeding import sample_rng
 from hm2bp.pipelines.shard_plan import ShardPlan
 from hm2bp.pipelines.shards import SHARD_KEY, EncodedSample, shard_info, shard_table, write_shard
-from hm2bp.pipelines.source import Payload, Reader, SampleRef
+from hm2bp.pipelines.source import Payload, Reader, SampleRef, skipped_file
 from hm2bp.pipelines.storage import read_bytes, resolve
 
 
@@ -73,8 +73,7 @@ def load_payloads(
             try:
                 loaded.append((refs[i], next(iter(reader.load(source, refs[i : i + 1])))))
             except BadInputError as err:
-                reason = f"{err.problem} (expected {err.expected})"
-                skipped.append(SkippedFile(err.path, reason, (refs[i].sample_id,)))
+                skipped.append(skipped_file(err, (refs[i].sample_id,)))
             i += 1
             continue
         if i < len(refs):
