@@ -84,7 +84,9 @@ def evaluate(
             f"{list(state['classes'])})"
         )
     if problems:
-        raise ConfigError(problems, f"checkpoint {checkpoint} against the shards in {shards}")
+        raise ConfigError(
+            problems, f"checkpoint {checkpoint} against the shards of {shards}/manifest.json"
+        )
     dtype = getattr(torch, config.train.dtype)
     network = Network(network_spec(config.network), dtype=dtype, device=device)
     network.load_state_dict(state["model"])

@@ -10,7 +10,6 @@ a sample and without rewriting finished shards.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
@@ -268,33 +267,36 @@ def _reader(
 
 
 def _run(jobs: Sequence[ShardJob], reader: Reader, progress: bool, desc: str) -> list[ShardResult]:
-    """One Ray task per shard. On the first failure the tasks not yet finished are cancelled
-    (their shards stay unwritten: writes are atomic) and the task's own error is raised."""
+    """One Ray task per shard, at most two per CPU in flight. On the first failure no task is
+    submitted any more, the few in flight finish (their shards are whole: writes are atomic), and
+    the task's own error is raised. Nothing is cancelled: `ray.cancel` racing a task that is just
+    finishing aborted the driver on a check in Ray 2.60's task manager."""
     if not ray.is_initialized():
         ray.init()
     task = ray.remote(num_cpus=1)(build_shard)
     reader_ref = ray.put(reader)
-    pending = {task.remote(job, reader_ref): i for i, job in enumerate(jobs)}
+    window = max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
+    waiting = list(enumerate(jobs))[::-1]
+    pending: dict[ray.ObjectRef, int] = {}
     results: list[ShardResult | None] = [None] * len(jobs)
+    failure: ray.exceptions.RayTaskError | None = None
     with tqdm(total=len(jobs), desc=desc, unit="shard", disable=not progress) as bar:
-        while pending:
+        while waiting or pending:
+            while waiting and failure is None and len(pending) < window:
+                i, job = waiting.pop()
+                pending[task.remote(job, reader_ref)] = i
+            if not pending:
+                break
             done, _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(done[0])
             try:
                 results[i] = ray.get(done[0])
+                bar.update(1)
             except ray.exceptions.RayTaskError as err:
-                _cancel(list(pending))
-                raise err.cause from None
-            bar.update(1)
+                failure = failure or err
+    if failure is not None:
+        raise failure.cause from None
     return results  # type: ignore[return-value]
-
-
-def _cancel(refs: list[ray.ObjectRef]) -> None:
-    for ref in refs:
-        ray.cancel(ref)
-    for ref in refs:
-        with contextlib.suppress(ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError):
-            ray.get(ref)
 
 
 def _finish(

@@ -172,10 +172,20 @@ def _manifest(body: dict[str, Any], where: str) -> Manifest:
             for v, t in zip(types, expected, strict=True)
         ):
             raise TypeError(f"shard entry {entry}")
-        if not SHARD_NAME.match(entry.file):
+        if not SHARD_NAME.match(entry.file) or not entry.file.startswith(f"{entry.split}-"):
             raise ValueError(
-                f"{where}: shard file {entry.file!r} (expected a name like "
-                "train-00000-0123abcd.parquet inside the manifest's folder, no path)"
+                f"{where}: shard file {entry.file!r} of split {entry.split!r} (expected a name "
+                "like <split>-00000-0123abcd.parquet inside the manifest's folder, no path)"
+            )
+    uncounted = {e.split for e in body["shards"]} - set(body["counts"])
+    if uncounted:
+        raise ValueError(f"{where}: shards of splits {sorted(uncounted)} that its counts lack")
+    for split, classes in body["counts"].items():
+        rows = sum(e.rows for e in body["shards"] if e.split == split)
+        if rows != sum(classes.values()):
+            raise ValueError(
+                f"{where}: {rows} rows in the shards of split {split!r} (expected "
+                f"{sum(classes.values())} as its counts say)"
             )
     body["skipped"] = tuple(
         SkippedFile(s["path"], s["reason"], tuple(s["sample_ids"])) for s in body["skipped"]

@@ -62,18 +62,32 @@ def edit_manifest(folder, change):
     path.write_text(json.dumps(body))
 
 
-def test_a_manifest_that_disagrees_with_its_shards_is_caught(shards):
+def test_a_manifest_that_disagrees_with_its_counts_is_refused(shards):
     edit_manifest(shards, lambda m: m["shards"][0].update(rows=m["shards"][0]["rows"] + 1))
+    with pytest.raises(ValueError, match="manifest.json: 401 rows in the shards of split 'train'"):
+        read_manifest(str(shards))
+
+
+def test_a_manifest_that_disagrees_with_its_shards_is_caught(shards):
+    def one_more_row(body):
+        body["shards"][0]["rows"] += 1
+        body["counts"]["train"]["0"] += 1
+
+    edit_manifest(shards, one_more_row)
     with pytest.raises(BadInputError, match="150 rows .expected 151 as manifest.json records"):
         read_everything(shards)
 
 
-def test_a_shard_listed_under_another_split_is_caught(shards):
-    def swap(body):
+def test_a_shard_of_another_split_is_caught_even_renamed(shards):
+    def relabel(body):
         val = next(e for e in body["shards"] if e["split"] == "val")
-        val["split"] = "train"
+        renamed = "train-00009-" + val["file"].split("-")[-1]
+        (shards / val["file"]).rename(shards / renamed)
+        val.update(file=renamed, split="train")
+        body["counts"]["train"]["0"] += val["rows"]
+        body["counts"]["val"]["0"] -= val["rows"]
 
-    edit_manifest(shards, swap)
+    edit_manifest(shards, relabel)
     with pytest.raises(BadInputError, match=r"rows of split \['val'\] .expected only 'train'"):
         read_split(str(shards), read_manifest(str(shards)), "train")
 
@@ -83,10 +97,7 @@ def test_a_shard_listed_under_another_split_is_caught(shards):
 )
 def test_manifest_paths_stay_inside_the_shards_folder(shards, file):
     edit_manifest(shards, lambda m: m["shards"][0].update(file=file))
-    with pytest.raises(
-        ValueError,
-        match=f"shard file '{file}' .expected a name like train-00000-0123abcd.parquet inside",
-    ):
+    with pytest.raises(ValueError, match=f"shard file '{file}' of split 'train' .expected a name"):
         read_manifest(str(shards))
 
 
