@@ -11,6 +11,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
+from typing import Any
+
+JSON_HELP = "print one JSON object on stdout, the human lines on stderr"
 
 # name -> (help, function that adds the subcommand's arguments, function that runs it)
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -77,6 +80,7 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace a finished conversion with other options in --out (atomically)",
     )
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
     parser.add_argument(
         "-o",
         "--option",
@@ -116,8 +120,18 @@ def _convert(args: argparse.Namespace) -> int:
         progress=True,
         overwrite=args.overwrite,
     )
-    print(summary.format())
+    _emit(summary.format(), summary.summary(), args.json)
     return 0
+
+
+def _emit(text: str, record: Any, as_json: bool) -> None:
+    """A command's result: its lines on stdout, or with `--json` one JSON object on stdout and the
+    lines on stderr, so that `hm2bp ... --json | jq` reads exactly one object."""
+    if as_json:
+        print(text, file=sys.stderr)
+        print(json.dumps(record, default=str), flush=True)
+    else:
+        print(text, flush=True)
 
 
 def _set_and_json(parser: argparse.ArgumentParser) -> None:
@@ -184,18 +198,14 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object as the last line"
-    )
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from hm2bp.orchestration.evaluate import evaluate
 
     result = evaluate(args.checkpoint, args.shards, args.split, args.device, args.batch_size)
-    print(result.format())
-    if args.json:
-        print(json.dumps(result.summary()))
+    _emit(result.format(), result.summary(), args.json)
     return 0
 
 
@@ -276,7 +286,8 @@ def _runs(args: argparse.Namespace) -> int:
 
     rows = collect_runs(resolve_tracking_uri(args.tracking_uri), args.experiment, args.sort)
     if args.plot:
-        print(f"comparison plot: {plot_runs(rows, args.sort, Path(args.plot))}")
+        plot = plot_runs(rows, args.sort, Path(args.plot))
+        print(f"comparison plot: {plot}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(rows_as_json(rows))
     else:

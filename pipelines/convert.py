@@ -65,6 +65,12 @@ class ConversionSummary:
     def spikes_per_sample(self) -> float:
         return self.spikes / max(self.samples, 1)
 
+    def summary(self) -> dict[str, Any]:
+        """The JSON object of `hm2bp convert --json`."""
+        record = dataclasses.asdict(self)
+        record["spikes_per_sample"] = self.spikes_per_sample
+        return record
+
     def format(self) -> str:
         splits = ", ".join(f"{s} {sum(c.values())}" for s, c in self.counts.items())
         rate = self.samples / max(self.seconds, 1e-9)

@@ -145,3 +145,15 @@ def test_the_cli_refuses_in_one_message_and_shows_the_traceback_only_when_asked(
     assert err.count("\n") == 1 and "Traceback" not in err
     with pytest.raises(BadInputError, match="seed 0 .this command: 1."):
         cli.main(["--traceback", "convert", "digits", "--out", out, "--T", "20", "--seed", "1"])
+
+
+def test_convert_json_prints_exactly_one_object_on_stdout(tmp_path, capsys):
+    from hm2bp.orchestration import cli
+
+    out = str(tmp_path / "digits")
+    assert cli.main(["convert", "digits", "--out", out, "--T", "20", "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)  # the whole of stdout: one object, nothing else
+    assert summary["samples"] == 1797 and summary["out"] == out
+    assert summary["shards_written"] + summary["shards_reused"] == len(read_manifest(out).shards)
+    assert f"digits -> {out}" in captured.err

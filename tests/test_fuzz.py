@@ -304,7 +304,7 @@ def shard_rows(case_root: Path, stdout: str) -> list[dict]:
 
 def evaluation_numbers(case_root: Path, stdout: str) -> dict:
     """What `hm2bp evaluate --json` found: the numbers, not the paths."""
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    summary = json.loads(stdout)  # with --json, stdout is exactly one JSON object
     return {key: summary[key] for key in ("accuracy", "loss", "samples", "split", "confusion")}
 
 
