@@ -3,6 +3,7 @@ side by side with tonic's own path on the same N-MNIST samples.
 
     .venv/bin/python bench/pipelines.py            # the slices under HM2BP_SHARED_DIR/data
     .venv/bin/python bench/pipelines.py --quick    # 1/10 of each, to try the script
+    .venv/bin/python bench/pipelines.py --only fsdd  # one conversion, no reading part
 
 Conversion: MNIST (the 8,000-image slice, T=400), N-MNIST (1,000 samples, T=540) and FSDD (2,500
 recordings) through `convert`, on a local Ray with every core, after a small warm-up conversion
@@ -54,15 +55,25 @@ def timed(fn: Callable[[], int]) -> tuple[int, float]:
     return n, time.perf_counter() - started
 
 
-def conversions(data: Path, out: Path, every: int) -> list[tuple[str, int, float, float]]:
-    """(name, samples, seconds, spikes per sample) per data set, after a warm-up conversion."""
-    jobs = [
-        ("MNIST, T=400", "mnist", data / "mnist", 8000),
-        ("N-MNIST, T=540", "nmnist", data / "nmnist-small", 1000),
-        ("FSDD, T=1000", "wav", data / "fsdd" / "recordings", 2500),
-    ]
+def conversion_jobs(data: Path) -> dict[str, tuple[str, str, Path, int]]:
+    """Short name -> (label, reader, source, samples) of each conversion benchmarked."""
+    return {
+        "mnist": ("MNIST, T=400", "mnist", data / "mnist", 8000),
+        "nmnist": ("N-MNIST, T=540", "nmnist", data / "nmnist-small", 1000),
+        "fsdd": ("FSDD, T=1000", "wav", data / "fsdd" / "recordings", 2500),
+    }
+
+
+def conversions(
+    data: Path, out: Path, every: int, only: str | None = None
+) -> list[tuple[str, int, float, float]]:
+    """(name, samples, seconds, spikes per sample) per data set (or the `only` one), after a
+    warm-up conversion."""
+    jobs = conversion_jobs(data)
     rows = []
-    for label, name, source, total in jobs:
+    for key, (label, name, source, total) in jobs.items():
+        if only not in (None, key):
+            continue
         n = total // every
         warm = convert(
             name,
@@ -142,6 +153,36 @@ def tonic_pass(dataset, limit: int) -> int:
     return n
 
 
+def read_back(data: Path, out: Path, every: int) -> None:
+    """The reading benchmark over the shards `conversions` wrote under `out`."""
+    # Also warms Ray Data's workers, as a trainer's first epoch would.
+    mnist_n, mnist_s = timed(lambda: ours_ray_data(out / "mnist"))
+    print(
+        f"\nMNIST shards to dense [400, {BATCH}, 784] via Ray Data: {mnist_n} samples, "
+        f"{mnist_s:.2f} s, {mnist_n / mnist_s:.0f} samples/s"
+    )
+    limit = 1000 // every
+    cached = tonic_dataset(data / "nmnist-small", out / "tonic")
+    readers = [
+        ("ours: Ray Data + decode_spikes", lambda: ours_ray_data(out / "nmnist")),
+        ("ours: pyarrow + decode_spikes", lambda: ours_pyarrow(out / "nmnist")),
+        (
+            "tonic: NMNIST + ToFrame, 1st pass (fills DiskCachedDataset)",
+            lambda: tonic_pass(cached, limit),
+        ),
+        ("tonic: DiskCachedDataset, cached pass", lambda: tonic_pass(cached, limit)),
+        ("ours: Ray Data + decode_spikes, again", lambda: ours_ray_data(out / "nmnist")),
+    ]
+    results = [(label, *timed(fn)) for label, fn in readers]
+    tonic_rate = results[3][1] / results[3][2]
+    shape = f"[T={T_NMNIST}, B={BATCH}, N=2312]"
+    print(f"\n| N-MNIST to dense {shape} | samples | seconds | samples/s | vs tonic cached |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, n, seconds in results:
+        rate = n / seconds
+        print(f"| {label} | {n} | {seconds:.2f} | {rate:.0f} | {rate / tonic_rate:.1f}x |")
+
+
 def batches(x: Iterator) -> int:
     return sum(1 for _ in x)
 
@@ -149,6 +190,11 @@ def batches(x: Iterator) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of every data set")
+    parser.add_argument(
+        "--only",
+        choices=sorted(conversion_jobs(Path())),
+        help="convert this data set alone and skip the reading benchmark",
+    )
     args = parser.parse_args()
     every = 10 if args.quick else 1
     data = shared_data()
@@ -168,38 +214,14 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        rows = conversions(data, out, every)
+        rows = conversions(data, out, every, args.only)
         print("\n| conversion | samples | seconds | samples/s | spikes/sample |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for label, n, seconds, per in rows:
             print(f"| {label} | {n} | {seconds:.1f} | {n / seconds:.0f} | {per:.0f} |")
+        if args.only is None:
+            read_back(data, out, every)
 
-        # Also warms Ray Data's workers, as a trainer's first epoch would.
-        mnist_n, mnist_s = timed(lambda: ours_ray_data(out / "mnist"))
-        print(
-            f"\nMNIST shards to dense [400, {BATCH}, 784] via Ray Data: {mnist_n} samples, "
-            f"{mnist_s:.2f} s, {mnist_n / mnist_s:.0f} samples/s"
-        )
-        limit = 1000 // every
-        cached = tonic_dataset(data / "nmnist-small", out / "tonic")
-        readers = [
-            ("ours: Ray Data + decode_spikes", lambda: ours_ray_data(out / "nmnist")),
-            ("ours: pyarrow + decode_spikes", lambda: ours_pyarrow(out / "nmnist")),
-            (
-                "tonic: NMNIST + ToFrame, 1st pass (fills DiskCachedDataset)",
-                lambda: tonic_pass(cached, limit),
-            ),
-            ("tonic: DiskCachedDataset, cached pass", lambda: tonic_pass(cached, limit)),
-            ("ours: Ray Data + decode_spikes, again", lambda: ours_ray_data(out / "nmnist")),
-        ]
-        results = [(label, *timed(fn)) for label, fn in readers]
-        tonic_rate = results[3][1] / results[3][2]
-        shape = f"[T={T_NMNIST}, B={BATCH}, N=2312]"
-        print(f"\n| N-MNIST to dense {shape} | samples | seconds | samples/s | vs tonic cached |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for label, n, seconds in results:
-            rate = n / seconds
-            print(f"| {label} | {n} | {seconds:.2f} | {rate:.0f} | {rate / tonic_rate:.1f}x |")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     ray.shutdown()
 

@@ -1,5 +1,11 @@
-"""The audio encoder: a mel 'cochlea' at the reference's frame rate, then BSA as in spec 2.4."""
+"""The audio encoder: a mel 'cochlea' at the reference's frame rate, then BSA as in spec 2.4.
 
+BSA is compiled (numba); its oracles are the spec written out as Python loops and, bit for bit,
+the vectorised numpy loop it replaced (`bsa_numpy`, kept here). The front end builds its mel
+filterbank once per process; its oracle is the librosa call it replaced (`cochleagram_librosa`).
+"""
+
+import librosa
 import numpy as np
 import pytest
 from hm2bp.pipelines.audio_coding import (
@@ -9,7 +15,9 @@ from hm2bp.pipelines.audio_coding import (
     cochleagram,
     encode_audio,
 )
+from hm2bp.pipelines.registry import get_reader
 from hm2bp.pipelines.source import AudioClip
+from hm2bp.tests.conftest import shared_path
 
 
 def bsa_by_the_spec(signal, params):
@@ -25,6 +33,51 @@ def bsa_by_the_spec(signal, params):
                 if i + 1 < params.T:
                     spikes.append((i + 1, c))
     return sorted(spikes)
+
+
+def bsa_numpy(signal, params):
+    """`bsa_encode` as it was before it was compiled: sequential in time, vectorised over
+    channels, every sum numpy's own. The compiled scan must give exactly its spikes."""
+    kernel = bsa_kernel(params)
+    n_channels, length = signal.shape
+    positions = min(length, params.T - 1)
+    s = np.zeros((n_channels, max(length, positions + len(kernel))))
+    s[:, :length] = signal
+    fired = np.zeros((positions, n_channels), dtype=bool)
+    for i in range(positions):
+        window = s[:, i : i + len(kernel)]
+        gain = np.abs(window).sum(axis=1) - np.abs(window - kernel).sum(axis=1)
+        fire = gain > params.bsa_threshold
+        window[fire] -= kernel
+        fired[i] = fire
+    steps, channels = np.nonzero(fired)
+    return (steps + 1).astype(np.uint16), channels.astype(np.uint32)
+
+
+def cochleagram_librosa(clip, params):
+    """`cochleagram` as it was before it kept the mel filterbank: librosa's melspectrogram."""
+    y = np.asarray(clip.samples, dtype=np.float32)
+    if clip.sample_rate != params.sample_rate:
+        y = librosa.resample(y, orig_sr=clip.sample_rate, target_sr=params.sample_rate)
+    power = librosa.feature.melspectrogram(
+        y=y,
+        sr=params.sample_rate,
+        n_fft=params.n_fft,
+        hop_length=params.hop_length,
+        n_mels=params.n_channels,
+        fmin=params.fmin_hz,
+        fmax=params.fmax_hz,
+        power=2.0,
+    )
+    if not power.max() > 1e-10:
+        return np.zeros(power.shape, dtype=np.float32)
+    db = librosa.power_to_db(power, ref=np.max, top_db=params.dynamic_range_db)
+    return (1.0 + db / params.dynamic_range_db).astype(np.float32)
+
+
+def assert_same_spikes(got, expected):
+    for g, e in zip(got, expected, strict=True):
+        assert g.dtype == e.dtype and g.shape == e.shape and np.array_equal(g, e)
 
 
 def test_kernel_is_the_reference_fir():
@@ -43,6 +96,58 @@ def test_bsa_matches_the_spec_loop():
     )
 
 
+# (channels, steps, T, kernel length, threshold, scale): odd sizes; T below, at and above the
+# kernel's 24 steps; kernels short enough for numpy's one-by-one sum (< 8 terms), one block
+# (<= 128) and split blocks (> 128); thresholds that never, rarely and often fire.
+BSA_CASES = [
+    (1, 1, 2, 24, 0.6, 0.6),
+    (3, 37, 5, 24, 0.6, 0.6),
+    (5, 23, 24, 24, 0.6, 1.0),
+    (5, 29, 23, 24, 0.6, 1.0),
+    (7, 25, 25, 24, 0.6, 0.6),
+    (78, 301, 1000, 24, 0.6, 0.5),
+    (78, 1203, 1000, 24, 0.6, 0.5),
+    (11, 97, 40, 7, 0.1, 0.3),
+    (9, 133, 150, 13, -0.2, 0.8),
+    (4, 260, 300, 129, 0.6, 0.2),
+    (6, 501, 700, 300, 5.0, 1.0),
+    (2, 0, 10, 24, 0.6, 0.6),
+]
+
+
+@pytest.mark.parametrize("channels, steps, T, length, threshold, scale", BSA_CASES)
+def test_compiled_bsa_is_the_numpy_loop_bit_for_bit(channels, steps, T, length, threshold, scale):
+    params = AudioCoding(T=T, bsa_length=length, bsa_threshold=threshold)
+    rng = np.random.default_rng(channels * 1000 + steps)
+    features = rng.random((channels, steps), dtype=np.float32) * np.float32(scale)
+    # all zeros, all ones, random features, and random features with silent channels
+    silent = features.copy()
+    silent[::2] = 0
+    for signal in (np.zeros_like(features), np.ones_like(features), features, silent):
+        assert_same_spikes(bsa_encode(signal, params), bsa_numpy(signal, params))
+
+
+@pytest.mark.parametrize("length", [5, 13, 24, 200])
+def test_compiled_bsa_gains_are_numpys_to_the_last_bit(length):
+    """BSA fires where the gain exceeds the threshold: with the threshold at numpy's gain and at
+    the float just below it, a scan fires as the numpy loop did only if its gain is numpy's to the
+    last bit. The windows spread over ten decades, where the order of the additions shows."""
+    rng = np.random.default_rng(length)
+    kernel = bsa_kernel(AudioCoding(bsa_length=length))
+    order_shows = 0
+    for _ in range(50):
+        window = 10.0 ** rng.uniform(-9, 1, length)
+        gain = np.abs(window).sum() - np.abs(window - kernel).sum()
+        in_order = sum(np.abs(window).tolist()) - sum(np.abs(window - kernel).tolist())
+        order_shows += gain != in_order
+        for threshold in (gain, np.nextafter(gain, -np.inf)):
+            params = AudioCoding(T=2, bsa_length=length, bsa_threshold=float(threshold))
+            expected = bsa_numpy(window[None], params)
+            assert len(expected[0]) == (threshold < gain)
+            assert_same_spikes(bsa_encode(window[None], params), expected)
+    assert length < 8 or order_shows > 0  # below 8 terms numpy adds in order too
+
+
 def test_bsa_rate_follows_the_signal_level():
     params = AudioCoding(T=2000)
     levels = [0.0, 0.05, 0.2, 0.5, 1.0]
@@ -52,6 +157,38 @@ def test_bsa_rate_follows_the_signal_level():
     # below the kernel's reach nothing fires; above it, about one spike per unit of signal mass
     assert per_step[0] == per_step[1] == 0
     assert per_step[2:] == pytest.approx(levels[2:], rel=0.25)
+
+
+def test_front_end_is_librosas_melspectrogram_bit_for_bit():
+    params = AudioCoding()
+    rng = np.random.default_rng(2)
+    t = np.arange(9001) / 8000
+    clips = [
+        AudioClip(rng.normal(0, 0.1, 9001).astype(np.float32), 8000),  # resampled
+        AudioClip(np.sin(2 * np.pi * 440 * t).astype(np.float32), 12500),  # not resampled
+        AudioClip(rng.normal(0, 0.3, 513).astype(np.float32), 11025),  # one analysis window
+        AudioClip(np.zeros(6000, np.float32), 16000),  # silence
+    ]
+    for clip in clips:
+        got, expected = cochleagram(clip, params), cochleagram_librosa(clip, params)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    narrow = AudioCoding(n_channels=40, fmax_hz=4000.0)  # another filterbank, cached beside
+    got, expected = cochleagram(clips[0], narrow), cochleagram_librosa(clips[0], narrow)
+    assert got.shape[0] == 40 and np.array_equal(got, expected)
+
+
+@pytest.mark.shared
+def test_fsdd_spikes_are_those_of_the_numpy_encoder():
+    """Real recordings, through the whole encoder: the same spikes as librosa's melspectrogram
+    followed by the numpy BSA loop."""
+    folder = shared_path("data", "fsdd", "recordings")
+    reader = get_reader("wav", folder)
+    refs = reader.index(folder).refs[::83]  # 31 recordings across digits and speakers
+    params = AudioCoding()
+    for clip in reader.load(folder, refs):
+        features = cochleagram_librosa(clip, params)
+        held = np.repeat(features, params.hold_steps, axis=1) * params.bsa_gain
+        assert_same_spikes(encode_audio(clip, params), bsa_numpy(held, params))
 
 
 def test_tone_excites_the_channel_of_its_frequency():
