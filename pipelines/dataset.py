@@ -28,6 +28,11 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 
+def _decoded_bytes(entries: Sequence[ShardEntry]) -> int:
+    """What the shards take once read: the list columns, 2 + 4 bytes per spike."""
+    return sum(6 * e.spikes for e in entries)
+
+
 class ShardDatasource(Datasource):
     """The listed shards of one conversion, each read and verified by a Ray Data read task."""
 
@@ -45,8 +50,7 @@ class ShardDatasource(Datasource):
         self.columns = None if columns is None else list(columns)
 
     def estimate_inmemory_data_size(self) -> int:
-        # Decoded list columns take about what the spikes do: 2 + 4 bytes per spike.
-        return sum(6 * e.spikes for e in self.entries)
+        return _decoded_bytes(self.entries)
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
         groups = [self.entries[i :: max(parallelism, 1)] for i in range(max(parallelism, 1))]
@@ -56,7 +60,7 @@ class ShardDatasource(Datasource):
         location, manifest, columns = self.location, self.manifest, self.columns
         metadata = BlockMetadata(
             num_rows=sum(e.rows for e in group),
-            size_bytes=sum(6 * e.spikes for e in group),
+            size_bytes=_decoded_bytes(group),
             exec_stats=None,
             input_files=[f"{location}/{e.file}" for e in group],
         )

@@ -136,20 +136,30 @@ class ShardSource:
     def name(self, entry: ShardEntry) -> str:
         return f"{self.location}/{entry.file}"
 
+    def damaged(
+        self, entry: ShardEntry, manifest: Manifest, problem: str, expected: str = ""
+    ) -> BadInputError:
+        """The error for a shard that is not as the manifest says, with the command that writes
+        it again (built only here: reads that pass never pay for it)."""
+        repair = f"a whole shard; {manifest.repair_hint(self.location)}"
+        return BadInputError(
+            self.name(entry), problem, f"{expected}; {repair}" if expected else repair
+        )
+
 
 def verified_bytes(source: ShardSource, entry: ShardEntry, manifest: Manifest) -> bytes:
     """The bytes of shard `entry`, whose sha256 is the manifest's; else `BadInputError`."""
-    repair = f"a whole shard; {manifest.repair_hint(source.location)}"
     try:
         data = read_bytes(source.fs, f"{source.folder}/{entry.file}")
     except FileNotFoundError:
-        raise BadInputError(source.name(entry), "missing (the manifest lists it)", repair) from None
+        raise source.damaged(entry, manifest, "missing (the manifest lists it)") from None
     digest = sha256_bytes(data)
     if digest != entry.sha256:
-        raise BadInputError(
-            source.name(entry),
+        raise source.damaged(
+            entry,
+            manifest,
             f"sha256 {digest[:16]}... (the file changed after it was written)",
-            f"{entry.sha256[:16]}... as manifest.json records; {repair}",
+            f"{entry.sha256[:16]}... as manifest.json records",
         )
     return data
 
@@ -164,14 +174,13 @@ def read_shard(
     naming the shard when it is missing, its bytes differ from the manifest's sha256, or its rows,
     split, footer or values disagree with the manifest, or a sample id repeats."""
     data = verified_bytes(source, entry, manifest)
-    repair = f"a whole shard; {manifest.repair_hint(source.location)}"
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as err:  # a shard written by another tool
-        raise BadInputError(source.name(entry), f"unreadable Parquet ({err})", repair) from None
+        raise source.damaged(entry, manifest, f"unreadable Parquet ({err})") from None
     problem = _shard_problem(table, entry, manifest)
     if problem:
-        raise BadInputError(source.name(entry), problem[0], f"{problem[1]}; {repair}")
+        raise source.damaged(entry, manifest, *problem)
     return table.select(list(columns)) if columns is not None else table
 
 
