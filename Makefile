@@ -25,13 +25,23 @@ $(MLFLOW_VENV)/.installed: constraints.txt
 	$(MLFLOW_VENV)/bin/pip install -q "mlflow==$$(sed -n 's/^mlflow-skinny==//p' constraints.txt)"
 	touch $@
 
+# A real S3 server (moto's server mode) for the tests of shards and checkpoints on shared storage:
+# a venv of its own too, since botocore pins python-dateutil<3 (constraints-s3.txt: exact pins).
+S3_VENV ?= .venv-s3
+$(S3_VENV)/.installed: constraints-s3.txt
+	python3 -m venv $(S3_VENV)
+	$(S3_VENV)/bin/pip install -q -c constraints-s3.txt "moto[server]"
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/hm2bp demo
 
 # pytest exits 5 when it collects no tests; that is not a failure of the project.
-test: $(VENV)/.installed $(MLFLOW_VENV)/.installed
+test: $(VENV)/.installed $(MLFLOW_VENV)/.installed $(S3_VENV)/.installed
 	$(PY) -m ruff check .
-	HM2BP_MLFLOW_SERVER=$(abspath $(MLFLOW_VENV))/bin/mlflow $(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	HM2BP_MLFLOW_SERVER=$(abspath $(MLFLOW_VENV))/bin/mlflow \
+	HM2BP_S3_SERVER=$(abspath $(S3_VENV))/bin/moto_server \
+	$(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

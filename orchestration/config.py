@@ -151,12 +151,49 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScalingConfig:
+    """Ray Train's workers: how many, what each takes, where they go, and how many may be lost.
+
+    `min_workers` below `workers` makes the run elastic (Ray Train's `num_workers=(min, max)`): a
+    lost node's worker is dropped and the run goes on from its last checkpoint with the workers
+    left, then grows back when resources return (looked for every `resize_interval_s`). Each
+    worker keeps `train.batch_size`, so the global batch is `batch_size` times the workers of the
+    moment; the learning rate follows the epoch only (spec 4.9), not the worker count.
+    """
+
     workers: int = bounded(1, low=1)
+    min_workers: int | None = bounded(None, low=1)
     gpus_per_worker: float = bounded(0.0, low=0)
     # null: 1 CPU per worker where the cluster has spare CPUs, else a fraction that leaves one CPU
     # for Ray Data (two workers on a 2-core machine deadlock otherwise).
     cpus_per_worker: float | None = bounded(None, low=0, strict=True)
+    # Custom Ray resources each worker takes beside CPUs and GPUs, e.g. {trainer: 1} on a cluster
+    # whose training nodes offer `ray start --resources='{"trainer": 1}'`.
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    # Ray's placement group strategy for the workers: `spread` puts them on different nodes
+    # where it can, `strict_spread` only so.
+    placement: Literal["pack", "spread", "strict_pack", "strict_spread"] = "pack"
+    resize_interval_s: float = bounded(60.0, low=0, strict=True)
     max_failures: int = bounded(2, low=-1)  # restarts from the last checkpoint; -1: unlimited
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_workers is not None and self.min_workers < self.workers
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.min_workers is not None and self.min_workers > self.workers:
+            found.append(
+                f"min_workers: got {self.min_workers} (expected at most workers = {self.workers})"
+            )
+        for name, amount in self.resources_per_worker.items():
+            if name in ("CPU", "GPU"):
+                found.append(
+                    f"resources_per_worker.{name}: set it with "
+                    f"{name.lower()}s_per_worker (expected custom resources only)"
+                )
+            elif amount <= 0:
+                found.append(f"resources_per_worker.{name}: got {amount} (expected > 0)")
+        return found
 
 
 @dataclass(frozen=True)
@@ -193,6 +230,15 @@ class ExperimentConfig:
         if self.train.boosting is not None:
             return self.train.boosting
         return self.scaling.workers == 1 and self.train.batch_size == 1
+
+    def problems(self) -> list[str]:
+        if self.train.boosting and self.scaling.elastic:
+            return [
+                "train.boosting: true with elastic workers (scaling.min_workers < workers): a "
+                "sample's weight lives with the worker that trained it, and a lost worker "
+                "loses its share (expected train.boosting: false or null)"
+            ]
+        return []
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -6,10 +6,10 @@ missing required fields, wrong types, values outside their choices or bounds, an
 rules a dataclass states in its `problems()` method. Defaults live in one place, the dataclasses
 (`config.py`); nothing downstream calls `dict.get` with a default of its own.
 
-Supported field types: `bool`, `int`, `float`, `str`, `Literal[...]`, `X | None`, `tuple[X, ...]`
-and nested frozen dataclasses. Bounds go in field metadata (`bounded`). A float is finite: YAML's
-`.nan` and `.inf` pass every bound comparison unnoticed (`nan < 0` is false), so they are refused
-as values of their own.
+Supported field types: `bool`, `int`, `float`, `str`, `Literal[...]`, `X | None`, `tuple[X, ...]`,
+`dict[str, X]` and nested frozen dataclasses. Bounds go in field metadata (`bounded`). A float is
+finite: YAML's `.nan` and `.inf` pass every bound comparison unnoticed (`nan < 0` is false), so
+they are refused as values of their own.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(tp))
     if origin is tuple:
         return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of names to {_describe(typing.get_args(tp)[1])}"
     if tp is type(None):
         return "null"
     if tp is float:
@@ -127,6 +129,12 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
             return value
         item = typing.get_args(tp)[0]
         return tuple(_convert(item, v, f"{path}.{i}", problems) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            problems.append(f"{path}: got {value!r} (expected {_describe(tp)})")
+            return value
+        item = typing.get_args(tp)[1]
+        return {k: _convert(item, v, f"{path}.{k}", problems) for k, v in value.items()}
     ok, converted = _scalar(tp, value)
     if not ok:
         problems.append(f"{path}: got {value!r} (expected {_describe(tp)})")

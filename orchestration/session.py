@@ -32,6 +32,9 @@ class Session(Protocol):
     rank: int
     world_size: int
     device: torch.device
+    nodes: list[str]  # the node of each rank (Ray node ids), the same list on every rank
+
+    def gather(self, value: str) -> list[str]: ...
 
     def train_batches(
         self, batch_size: int, epoch: int, columns: Sequence[str]
@@ -74,6 +77,15 @@ class RaySession:
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device()
         self.config = config
+        self.nodes = self.gather(ray.get_runtime_context().get_node_id())
+
+    def gather(self, value: str) -> list[str]:
+        """`value` of every rank, in rank order (a collective: every rank calls it)."""
+        if self.world_size == 1:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(values, value)
+        return values
 
     def train_batches(self, batch_size: int, epoch: int, columns: Sequence[str]):
         import ray.train
@@ -132,11 +144,15 @@ class LocalSession:
     ) -> None:
         self.rank, self.world_size = 0, 1
         self.device = torch.device(device)
+        self.nodes = ["local"]
         self.config = config
         self.manifest = manifest
         self.run_folder = f"{config.run.storage_path.rstrip('/')}/{config.run.name}"
         self.reported: list[dict[str, float]] = []
         self._tables: dict[str, pa.Table] = {}
+
+    def gather(self, value: str) -> list[str]:
+        return [value]
 
     def _table(self, split: str, columns: Sequence[str]) -> pa.Table:
         if split not in self._tables:

@@ -103,15 +103,20 @@ _DRIVER_CPU = 0.1  # the trial's driver function only waits on its TorchTrainer
 
 def concurrency(config: ExperimentConfig, resources: Mapping[str, float]) -> int:
     """Trials that fit at once: GPUs / GPUs per trial; on CPUs, all CPUs but one (kept for Ray
-    Data) / CPUs per trial (its workers plus the 0.1-CPU driver); at least one."""
+    Data) / CPUs per trial (its workers plus the 0.1-CPU driver); no more than each custom
+    resource of `scaling.resources_per_worker` allows; at least one."""
     from hm2bp.orchestration.trainer import cpus_per_worker
 
     workers = config.scaling.workers
     if config.scaling.gpus_per_worker:
-        return max(1, int(resources.get("GPU", 0) // (workers * config.scaling.gpus_per_worker)))
-    cpus = resources.get("CPU", 1.0)
-    per_trial = workers * cpus_per_worker(config, cpus) + _DRIVER_CPU
-    return max(1, math.floor((cpus - 1) / per_trial))
+        fit = int(resources.get("GPU", 0) // (workers * config.scaling.gpus_per_worker))
+    else:
+        cpus = resources.get("CPU", 1.0)
+        per_trial = workers * cpus_per_worker(config, cpus) + _DRIVER_CPU
+        fit = math.floor((cpus - 1) / per_trial)
+    for name, amount in config.scaling.resources_per_worker.items():
+        fit = min(fit, int(resources.get(name, 0) // (workers * amount)))
+    return max(1, fit)
 
 
 def _with_trial_cpus(config: ExperimentConfig, trial_cpus: float) -> ExperimentConfig:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -39,7 +39,7 @@ from hm2bp.orchestration.schema import ConfigError, flatten
 from hm2bp.orchestration.worker import train_loop_per_worker
 from hm2bp.pipelines.manifest import Manifest, read_manifest
 from hm2bp.pipelines.shards import ShardSource, verified_bytes
-from hm2bp.pipelines.storage import absolute
+from hm2bp.pipelines.storage import absolute, check_shared
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class TrainResult:
     run_folder: str
     run_id: str
     tracking_uri: str
+    nodes: list[str] = field(default_factory=list)  # Ray node ids the workers ran on
     tracking_problem: str | None = None  # the store failed at the end: epochs may be missing
 
     def summary(self) -> dict[str, Any]:
@@ -64,6 +65,8 @@ class TrainResult:
             "run_folder": self.run_folder,
             "run_id": self.run_id,
             "tracking_uri": self.tracking_uri,
+            "nodes": self.nodes,
+            "workers": [int(h["workers"]) for h in self.history if "workers" in h],
             "tracking_problem": self.tracking_problem,
         }
 
@@ -126,11 +129,14 @@ def build_trainer(
     )
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    gpus = config.scaling.gpus_per_worker
-    resources = {"CPU": cpus_per_worker(config, cluster_cpus)}
+    scaling = config.scaling
+    gpus = scaling.gpus_per_worker
+    resources = {"CPU": cpus_per_worker(config, cluster_cpus), **scaling.resources_per_worker}
     if gpus:
         resources["GPU"] = gpus
     data = config.data
+    ingest = DataConfig.default_ingest_options()
+    ingest.preserve_order = True
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -141,12 +147,18 @@ def build_trainer(
         },
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=config.scaling.workers, use_gpu=bool(gpus), resources_per_worker=resources
+            num_workers=(scaling.min_workers, scaling.workers)
+            if scaling.elastic
+            else scaling.workers,
+            use_gpu=bool(gpus),
+            resources_per_worker=resources,
+            placement_strategy=scaling.placement.upper(),
+            elastic_resize_monitor_interval_s=scaling.resize_interval_s,
         ),
         run_config=RunConfig(
             name=config.run.name,
             storage_path=config.run.storage_path,
-            failure_config=FailureConfig(max_failures=config.scaling.max_failures),
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks) or None,
             # Ray Train logs every report and checkpoint at INFO; our epoch line says it once.
@@ -158,7 +170,9 @@ def build_trainer(
             "train": read_shards(data.shards, data.train_split, columns(config, train=True)),
             "val": read_shards(data.shards, data.val_split, columns(config, train=False)),
         },
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        # In order: each worker's share is then the same wherever the workers run, so a seed
+        # gives the same weights on one node or several.
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest),
     )
 
 
@@ -203,6 +217,7 @@ def train(
     run = open_tracking(config, manifest, config_text, parent_run_id)
     if not ray.is_initialized():
         ray.init()
+    check_shared({"data.shards": config.data.shards, "run.storage_path": config.run.storage_path})
     # Ray Data's per-operator bars and log lines would bury the epoch lines; ours show progress.
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -216,7 +231,8 @@ def train(
         # Ray gives the path inside the storage filesystem; rebuild it from the run folder (a URI
         # keeps its scheme).
         checkpoint = f"{run_folder}/{PurePosixPath(result.checkpoint.path).name}"
-        history = ckpt.load_state(checkpoint)["history"]
+        state = ckpt.load_state(checkpoint)
+        history = state["history"]
     except BaseException:
         with contextlib.suppress(Exception):  # a failing store must not hide the training error
             tracking.finish_run(run, failed=True)
@@ -229,5 +245,6 @@ def train(
         run_folder=run_folder,
         run_id=run.run_id,
         tracking_uri=run.uri,
+        nodes=tracking.nodes_used(state.get("nodes", [])),
         tracking_problem=problem,
     )

@@ -19,8 +19,10 @@ Nothing here imports ray or mlflow at module level: the GPU machine runs this lo
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -86,11 +88,25 @@ def train_step(model, optimizer, spikes, labels, weights):
     return out
 
 
-def _restore(session: Session, config: ExperimentConfig, model, optimizer, boosting):
-    """`(finished epochs, history, last confusion)` from the session's checkpoint, if any."""
+@dataclass
+class Progress:
+    """What a run has done so far: its finished epochs' metrics, the nodes each epoch's workers
+    ran on (rank order), and the last validation confusion matrix."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    nodes: list[list[str]] = field(default_factory=list)
+    confusion: np.ndarray | None = None
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+
+def _restore(session: Session, config: ExperimentConfig, model, optimizer, boosting) -> Progress:
+    """The progress in the session's checkpoint (weights, optimiser and boosting restored)."""
     state = session.restore()
     if state is None:
-        return 0, [], None
+        return Progress()
     if state["config"]["network"] != to_dict(config)["network"]:
         raise ValueError(
             f"run {config.run.name!r} in {config.run.storage_path}: its checkpoint was trained "
@@ -102,18 +118,22 @@ def _restore(session: Session, config: ExperimentConfig, model, optimizer, boost
     torch.set_rng_state(state["rng"]["torch"])
     if boosting is not None and state.get("boosting") is not None:
         boosting.load_state_dict(state["boosting"])
-    return state["epoch"], list(state["history"]), np.asarray(state["confusion"])
+    history = list(state["history"])
+    # Checkpoints written before the nodes were recorded name none.
+    nodes = list(state.get("nodes", [[] for _ in history]))
+    return Progress(history, nodes, np.asarray(state["confusion"]))
 
 
-def _state(config, manifest, model, optimizer, boosting, epoch, history, confusion, device):
+def _state(config, manifest, model, optimizer, boosting, progress: Progress, device):
     return {
-        "epoch": epoch,
+        "epoch": progress.epochs,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
         "config": to_dict(config),
-        "history": history,
-        "confusion": confusion.tolist(),
+        "history": progress.history,
+        "nodes": progress.nodes,
+        "confusion": progress.confusion.tolist(),
         "classes": list(manifest.classes),
         "boosting": None if boosting is None else boosting.state_dict(),
         "trained_on": {"device": str(device), "backend": model.backend.name},
@@ -199,6 +219,7 @@ def run_epoch(model, network, optimizer, session, config, manifest, boosting, ep
         **train.metrics("train_"),
         **val.metrics("val_"),
         "lr": optimizer.param_groups[0]["lr"],
+        "workers": float(session.world_size),
         "samples_per_s": train.sums["samples"] / max(timing.pop("train_seconds"), 1e-9),
         **timing,
     }
@@ -213,31 +234,56 @@ def run_training(
     torch.manual_seed(config.seed)
     device = session.device
     network, optimizer, boosting = _build(config, manifest, device)
-    start, history, confusion = _restore(session, config, network, optimizer, boosting)
+    progress = _restore(session, config, network, optimizer, boosting)
     model = network
     if distributed():  # Ray Train made the process group: gloo on CPU, NCCL on GPU
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
     logger = EpochLogger(tracking) if tracking is not None and session.rank == 0 else None
     if logger is not None:
-        logger.sync(history)  # epochs checkpointed before a restart but not yet logged
-    for epoch in range(start, config.train.epochs):
-        metrics, confusion = run_epoch(
+        logger.sync(progress.history)  # epochs checkpointed before a restart but not yet logged
+    for epoch in range(progress.epochs, config.train.epochs):
+        metrics, progress.confusion = run_epoch(
             model, network, optimizer, session, config, manifest, boosting, epoch
         )
-        history.append(metrics)
+        progress.history.append(metrics)
+        progress.nodes.append(session.nodes)
+        replicas = _replica_digests(network, session)
         state = None
         if session.rank == 0:
-            state = _state(config, manifest, network, optimizer, boosting, epoch + 1, history,
-                           confusion, device)  # fmt: skip
+            state = _state(config, manifest, network, optimizer, boosting, progress, device)
+            state["replica_digests"] = replicas
         session.report(metrics, state, epoch + 1)  # a barrier: every rank reports
         if logger is not None:
-            logger.sync(history)  # after the checkpoint, so each epoch is logged exactly once
+            logger.sync(progress.history)  # after the checkpoint: each epoch is logged once
+            logger.tag_nodes(progress.nodes)
         if session.rank == 0:
             print(_epoch_line(epoch, config.train.epochs, metrics), flush=True)
-    if logger is not None and history:
-        _log_plots(logger, network, session, config, manifest, history, confusion)
-    return history
+    if logger is not None and progress.history:
+        _log_plots(logger, network, session, config, manifest, progress.history,
+                   progress.confusion)  # fmt: skip
+    return progress.history
+
+
+def weights_digest(weights: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's tensors (a model's parameters and buffers), in its order."""
+    digest = hashlib.sha256()
+    for tensor in weights.values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _replica_digests(network: torch.nn.Module, session: Session) -> list[str]:
+    """Every rank's weights digest; DDP keeps the replicas equal, and a run whose replicas
+    differ (a broken all-reduce, a rank that skipped a step) stops here rather than
+    checkpointing one rank's weights as the run's."""
+    digests = session.gather(weights_digest(network.state_dict()))
+    if len(set(digests)) > 1:
+        raise RuntimeError(
+            f"the workers' weights differ after the epoch (sha256 by rank: {digests}); "
+            "data-parallel replicas must stay equal"
+        )
+    return digests
 
 
 def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:

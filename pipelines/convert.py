@@ -43,7 +43,7 @@ from hm2bp.pipelines.shard_plan import conversion_fingerprint, plan_shards
 from hm2bp.pipelines.shards import DATASET_KEY, shard_schema
 from hm2bp.pipelines.source import DatasetFacts, Reader, SampleRef
 from hm2bp.pipelines.splits import Split, default_split, parse_split
-from hm2bp.pipelines.storage import absolute
+from hm2bp.pipelines.storage import absolute, check_shared
 from tqdm.auto import tqdm
 
 
@@ -159,6 +159,9 @@ def convert(
         )
         for p in plans
     ]
+    if not ray.is_initialized():
+        ray.init()
+    check_shared({"--source": None if source is None else str(source), "--out": out})
     results = _run(jobs, reader, progress, f"convert {reader.facts.name}")
     manifest = _finish(manifest, results, index.skipped)
     if manifest.samples == 0:
@@ -277,8 +280,6 @@ def _run(jobs: Sequence[ShardJob], reader: Reader, progress: bool, desc: str) ->
     submitted any more, the few in flight finish (their shards are whole: writes are atomic), and
     the task's own error is raised. Nothing is cancelled: `ray.cancel` racing a task that is just
     finishing aborted the driver on a check in Ray 2.60's task manager."""
-    if not ray.is_initialized():
-        ray.init()
     task = ray.remote(num_cpus=1)(build_shard)
     reader_ref = ray.put(reader)
     window = max(2, int(2 * ray.cluster_resources().get("CPU", 1)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Mapping
 
 import pyarrow.fs as pafs
 
@@ -58,3 +59,75 @@ def remove_temporaries(fs: pafs.FileSystem, folder: str) -> None:
     for name in file_names(fs, folder):
         if _TEMP.match(name):
             fs.delete_file(f"{folder}/{name}")
+
+
+def check_shared(paths: Mapping[str, str | None]) -> None:
+    """Refuse local paths that some node of the Ray cluster cannot see.
+
+    A URI (`s3://...`) is storage every node reaches. A local path is shared only where every node
+    mounts the same file system there, which is checked, not assumed: a file of random content is
+    written in the path's folder (for a file, its folder; made if missing) and a task on each alive
+    node reads it back. A single-node cluster sees what the driver sees. `paths` maps what the
+    user set (`run.storage_path`, `--out`) to its value; None is skipped. Needs Ray running.
+    """
+    import ray
+
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if len(nodes) < 2:
+        return
+    for setting, path in paths.items():
+        text = None if path is None else os.fspath(path)
+        if text is None or ("://" in text and not text.startswith("file://")):
+            continue
+        folder = _local_folder(text)
+        blind = _nodes_blind_to(folder, nodes)
+        if blind:
+            raise ValueError(
+                f"{setting} {path}: a local path that {len(blind)} of the cluster's "
+                f"{len(nodes)} nodes cannot see ({', '.join(blind)}); on a cluster of several "
+                "nodes, shards and checkpoints must be on storage every node sees (expected a "
+                "URI such as s3://bucket/prefix, or a shared file system mounted at the same path "
+                "on every node)"
+            )
+
+
+def _local_folder(path: str) -> str:
+    path = path.removeprefix("file://")
+    return os.path.dirname(path) if os.path.isfile(path) else path
+
+
+def _nodes_blind_to(folder: str, nodes: list[dict]) -> list[str]:
+    """The nodes (id prefix and address) on which a file written in `folder` here is absent."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    os.makedirs(folder, exist_ok=True)
+    token = uuid.uuid4().hex
+    marker = os.path.join(folder, f".visible.tmp-{token}")  # `remove_temporaries` knows the name
+    with open(marker, "w") as out:
+        out.write(token)
+    try:
+        read = ray.remote(num_cpus=0, max_retries=0)(_read_text)
+        answers = {
+            node["NodeID"]: read.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote(marker)
+            for node in nodes
+        }
+        ready, _ = ray.wait(list(answers.values()), num_returns=len(answers), timeout=60)
+        blind = []
+        for node in nodes:
+            ref = answers[node["NodeID"]]
+            if ref not in ready or ray.get(ref) != token:
+                blind.append(f"node {node['NodeID'][:12]} at {node['NodeManagerAddress']}")
+        return blind
+    finally:
+        os.remove(marker)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return None

@@ -85,7 +85,8 @@ def test_bad_values_and_keys_are_refused_together_naming_the_file():
         "network.layers.1.kind: got 'softmax' (expected one of fc, conv, pool, output)",
         "train.batch_size: got 0 (expected >= 1)",
         "scaling.gpus: unknown key (expected one of cpus_per_worker, gpus_per_worker, "
-        "max_failures, workers)",
+        "max_failures, min_workers, placement, resize_interval_s, resources_per_worker, "
+        "workers)",
     ]
     assert str(caught.value).startswith("demo.yaml: 4 problems")
 

@@ -82,6 +82,8 @@ def test_set_overrides_reach_the_base_experiment(tmp_path):
         ({"workers": 1, "cpus_per_worker": 1}, {"CPU": 16}, 13),
         ({"workers": 2, "gpus_per_worker": 1}, {"CPU": 64, "GPU": 8}, 4),
         ({"workers": 4, "gpus_per_worker": 1}, {"CPU": 8, "GPU": 2}, 1),
+        # one trial per training node, whatever the CPUs would allow
+        ({"workers": 1, "resources_per_worker": {"trainer": 1}}, {"CPU": 16, "trainer": 2}, 2),
     ],
 )
 def test_concurrency_follows_the_cluster(scaling, resources, expected):

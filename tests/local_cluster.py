@@ -1,0 +1,248 @@
+"""A real multi-node Ray cluster on one machine, for the `multinode` tests and `bench/scaling.py`.
+
+Each node is its own `ray start --block` process with its own raylet and object store: a head that
+takes no training workers (it has CPUs for Ray Data's reads, the Train controller and Tune's
+drivers, as the head of `ray_cluster.yaml` does, but none of the `trainer` resource that stands in
+for a GPU node's GPU here) and worker nodes of 1 CPU and 1 `trainer` each. Nodes are stopped by the
+PID of their `ray start` (never `ray stop`, which stops every Ray on the machine); a node is lost
+by killing its raylet. Token authentication is settled with a token of the cluster's own, passed to
+every node and client in `RAY_AUTH_MODE=token` and `RAY_AUTH_TOKEN`, so `~/.ray` is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+# What a worker node offers: one training worker's slot. Configs ask for it with
+# `scaling.resources_per_worker: {trainer: 1}` (on a GPU cluster the GPU plays this part).
+TRAINER = {"trainer": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ports(*flags: str) -> list[str]:
+    return [f"{flag}={free_port()}" for flag in flags]
+
+
+_NODE_PORTS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+)
+
+
+@dataclass
+class RayNode:
+    """One node: its `ray start --block` process and what it was given."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+    node_id: str = ""
+
+    def descendants(self, command_start: str) -> list[int]:
+        """PIDs below this node's `ray start` whose command line starts with `command_start`."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if command_start in command.split("\0", 1)[0] and _descends_from(
+                int(entry.name), self.process.pid
+            ):
+                found.append(int(entry.name))
+        return found
+
+    def raylet_pid(self) -> int:
+        pids = self.descendants("/raylet")
+        if len(pids) != 1:
+            raise RuntimeError(f"node {self.name}: expected one raylet, found {pids}")
+        return pids[0]
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after the command in parentheses
+        if pid == ancestor:
+            return True
+    return False
+
+
+@dataclass
+class LocalCluster:
+    """A head and worker nodes under `folder` (logs); `env` is what a client needs to reach it."""
+
+    folder: Path
+    env: dict[str, str] = field(default_factory=dict)
+    gcs_address: str = ""
+    dashboard: str = ""
+    nodes: list[RayNode] = field(default_factory=list)
+
+    def start(
+        self, workers: int = 2, head_cpus: int = 2, env: dict[str, str] | None = None
+    ) -> LocalCluster:
+        """Start the head and `workers` worker nodes; `env` is added to every node's (and
+        client's) environment, e.g. the S3 endpoint and credentials."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",  # the job's `python` is ours
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        }
+        self.env.pop("RAY_ADDRESS", None)
+        gcs_port, dashboard_port = free_port(), free_port()
+        self.gcs_address = f"127.0.0.1:{gcs_port}"
+        self.dashboard = f"http://127.0.0.1:{dashboard_port}"
+        head = ["--head", f"--port={gcs_port}", f"--num-cpus={head_cpus}", "--num-gpus=0"]
+        head += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
+        head += _ports("--ray-client-server-port")
+        self._start("head", head)
+        _wait_for_http(f"{self.dashboard}/api/version", 120)
+        for _ in range(workers):
+            self.add_worker()
+        self.wait_for_nodes(1 + workers)
+        return self
+
+    def _start(self, name: str, arguments: list[str]) -> RayNode:
+        log = self.folder / f"{name}.log"
+        command = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *arguments]
+        command += ["--node-ip-address=127.0.0.1", f"--object-store-memory={300 * 1024**2}"]
+        command += _ports(*_NODE_PORTS)
+        with open(log, "w") as out:
+            process = subprocess.Popen(
+                command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        node = RayNode(name, process, log)
+        self.nodes.append(node)
+        return node
+
+    def add_worker(self) -> RayNode:
+        """A worker node of 1 CPU and one `trainer` slot, joined to the head."""
+        name = f"worker{len(self.nodes)}"
+        node = self._start(
+            name,
+            [
+                f"--address={self.gcs_address}",
+                "--num-cpus=1",
+                "--num-gpus=0",
+                f"--resources={json.dumps(TRAINER)}",
+            ],  # fmt: skip
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ids = [line.split("=", 1)[1] for line in _raylet_arguments(node) if "node_id=" in line]
+            if ids:
+                node.node_id = ids[0]
+                return node
+            time.sleep(0.5)
+        raise TimeoutError(f"{name} started no raylet within 120 s; see {node.log}")
+
+    @property
+    def workers(self) -> list[RayNode]:
+        return [node for node in self.nodes if node.name != "head"]
+
+    def alive_nodes(self) -> list[dict]:
+        """The cluster's alive nodes, from the dashboard's state API (with the token)."""
+        url = f"{self.dashboard}/api/v0/nodes?limit=100&detail=true"
+        request = urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            nodes = json.load(response)["data"]["result"]["result"]
+        return [node for node in nodes if node["state"] == "ALIVE"]
+
+    def wait_for_nodes(self, count: int, seconds: float = 120) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if len(self.alive_nodes()) == count:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"the cluster did not reach {count} alive nodes in {seconds} s")
+
+    def lose(self, node: RayNode) -> None:
+        """The node fails: its raylet is killed (SIGKILL), then what it leaves is stopped."""
+        os.kill(node.raylet_pid(), signal.SIGKILL)
+        node.process.wait(timeout=60)  # `ray start --block` exits when its raylet dies
+        _stop(node)
+        self.nodes.remove(node)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            _stop(node)
+        self.nodes.clear()
+        # `ray start` leaves this behind when stopped by PID; a later plain ray.init() would
+        # then try to join the dead cluster.
+        Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
+
+    def submit(self, *command: str, working_dir: Path, timeout: float = 600, job_id: str = ""):
+        """`ray job submit` of `command`, as a user types it; the finished process."""
+        submit = [str(BIN / "ray"), "job", "submit", "--address", self.dashboard]
+        if job_id:
+            submit += ["--submission-id", job_id]
+        submit += ["--working-dir", str(working_dir), "--", *command]
+        return subprocess.run(submit, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+
+def _raylet_arguments(node: RayNode) -> list[str]:
+    pids = node.descendants("/raylet")
+    if not pids:
+        return []
+    try:
+        return Path(f"/proc/{pids[0]}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def _stop(node: RayNode) -> None:
+    """SIGTERM to the node's `ray start`, then SIGKILL to its whole session if it lingers."""
+    if node.process.poll() is None:
+        node.process.send_signal(signal.SIGTERM)
+        try:
+            node.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            node.process.kill()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(node.process.pid, signal.SIGKILL)  # leftovers of a lost node (its workers)
+
+
+def _wait_for_http(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer (401 without a token) means the server is up
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer within {seconds} s")
