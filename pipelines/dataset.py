@@ -86,7 +86,13 @@ def read_shards(
     location = absolute(location)  # read tasks do not share our working directory
     manifest = read_manifest(location)
     entries = manifest.entries(split, location)
-    return ray.data.read_datasource(ShardDatasource(location, manifest, entries, columns))
+    # One block per shard, on any cluster: left to itself, Ray Data splits each read task's output
+    # into a number of blocks that follows the cluster's CPUs, and an equal split of the train set
+    # among workers would then hand each worker other samples on another cluster.
+    return ray.data.read_datasource(
+        ShardDatasource(location, manifest, entries, columns),
+        override_num_blocks=max(1, len(entries)),
+    )
 
 
 def dense_batches(

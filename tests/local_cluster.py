@@ -15,10 +15,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -104,6 +106,7 @@ class LocalCluster:
     gcs_address: str = ""
     dashboard: str = ""
     nodes: list[RayNode] = field(default_factory=list)
+    temp_dirs: list[str] = field(default_factory=list)
 
     def start(
         self, workers: int = 2, head_cpus: int = 2, env: dict[str, str] | None = None
@@ -135,7 +138,13 @@ class LocalCluster:
 
     def _start(self, name: str, arguments: list[str]) -> RayNode:
         log = self.folder / f"{name}.log"
+        # Each node its own temporary folder, as on separate machines: nodes sharing one would
+        # share runtime-env packages, and one node deleting a job's working dir when its own last
+        # use ends pulls it from under the job's driver on another. Short, for Ray's socket paths.
+        temp = tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp")
+        self.temp_dirs.append(temp)
         command = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *arguments]
+        command.append(f"--temp-dir={temp}")
         command += ["--node-ip-address=127.0.0.1", f"--object-store-memory={300 * 1024**2}"]
         command += _ports(*_NODE_PORTS)
         with open(log, "w") as out:
@@ -197,20 +206,38 @@ class LocalCluster:
         self.nodes.remove(node)
 
     def stop(self) -> None:
+        for node in self.nodes:  # all at once: each takes seconds to wind down
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
         for node in reversed(self.nodes):
             _stop(node)
         self.nodes.clear()
+        for temp in self.temp_dirs:
+            shutil.rmtree(temp, ignore_errors=True)
         # `ray start` leaves this behind when stopped by PID; a later plain ray.init() would
         # then try to join the dead cluster.
         Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
 
-    def submit(self, *command: str, working_dir: Path, timeout: float = 600, job_id: str = ""):
-        """`ray job submit` of `command`, as a user types it; the finished process."""
+    def submit(
+        self, *command: str, working_dir: Path, timeout: float = 600, job_id: str = "",
+        wait: bool = True,
+    ) -> subprocess.CompletedProcess:  # fmt: skip
+        """`ray job submit` of `command`, as a user types it; the finished CLI process (which
+        returns at once with `wait=False`: then `logs(job_id)` waits for the job)."""
         submit = [str(BIN / "ray"), "job", "submit", "--address", self.dashboard]
         if job_id:
             submit += ["--submission-id", job_id]
+        if not wait:
+            submit.append("--no-wait")
         submit += ["--working-dir", str(working_dir), "--", *command]
         return subprocess.run(submit, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def ray_cli(self, *arguments: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """`ray <arguments> --address <dashboard>` (job status, job logs, ...)."""
+        command = [str(BIN / "ray"), *arguments, "--address", self.dashboard]
+        return subprocess.run(
+            command, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
 
 def _raylet_arguments(node: RayNode) -> list[str]:

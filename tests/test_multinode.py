@@ -92,8 +92,11 @@ def s3(tmp_path_factory) -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="module")
 def cluster(s3, tmp_path_factory) -> Iterator[LocalCluster]:
     cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    # After a node is lost, Ray Train first restarts at the old size while the node still counts
+    # as alive, until this timeout (60 s by default), then at the size the cluster has.
+    timeout = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "30"}
     try:
-        yield cluster.start(workers=2, env=s3)
+        yield cluster.start(workers=2, env={**s3, **timeout})
     finally:
         cluster.stop()
 
@@ -139,17 +142,26 @@ def _train_job(cluster, job_dir, root, *overrides, job_id="") -> dict:
     return _summary(done.stdout)
 
 
-def test_two_workers_on_two_nodes_train_as_two_on_one(cluster, s3_shards, job_dir, tmp_path, aws):
-    summary = _train_job(
-        cluster, job_dir, tmp_path, "scaling.workers=2", *ON_TRAINER_NODES, "run.name=spread"
-    )
+EPOCHS = "train.epochs=8"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cluster, s3_shards, job_dir, tmp_path_factory) -> tuple[dict, Path]:
+    """Two workers, one per worker node, eight epochs: `(the --json summary, its root folder)`."""
+    root = tmp_path_factory.mktemp("spread")
+    sets = ["scaling.workers=2", *ON_TRAINER_NODES, EPOCHS, "run.name=spread"]
+    return _train_job(cluster, job_dir, root, *sets), root
+
+
+def test_two_workers_on_two_nodes_train_as_two_on_one(cluster, uninterrupted, aws):
+    summary, tmp_path = uninterrupted
     worker_nodes = {node.node_id for node in cluster.workers}
-    assert set(summary["nodes"]) == worker_nodes and summary["workers"] == [2, 2]
+    assert set(summary["nodes"]) == worker_nodes and summary["workers"] == [2] * 8
     run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
     assert set(run.data.tags[NODES_TAG].split(",")) == worker_nodes
     assert summary["checkpoint"].startswith(f"s3://{BUCKET}/runs/spread/")
     state = ckpt.load_state(summary["checkpoint"])
-    assert state["nodes"] == [list(state["nodes"][0])] * 2 and len(set(state["nodes"][0])) == 2
+    assert state["nodes"] == [list(state["nodes"][0])] * 8 and len(set(state["nodes"][0])) == 2
     # Both workers held the same weights after each epoch, the checkpoint's.
     digests = state["replica_digests"]
     assert len(digests) == 2 and len(set(digests)) == 1
@@ -157,7 +169,7 @@ def test_two_workers_on_two_nodes_train_as_two_on_one(cluster, s3_shards, job_di
     # The same run on one node, as on a laptop: `hm2bp train` with a local Ray of its own, two
     # workers packed, the same seed, global batch (2 x 5) and shards. Equal weights: the nodes
     # change nothing.
-    sets = small_overrides(SHARDS, tmp_path, "scaling.workers=2", "run.name=packed")
+    sets = small_overrides(SHARDS, tmp_path, "scaling.workers=2", EPOCHS, "run.name=packed")
     done = subprocess.run(
         [str(BIN / "hm2bp"), "train", str(PROJECT_ROOT / "configs" / "demo.yaml"), "--json",
          *[f"--set={item}" for item in sets]],
@@ -166,9 +178,93 @@ def test_two_workers_on_two_nodes_train_as_two_on_one(cluster, s3_shards, job_di
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     single = _summary(done.stdout)
     packed = ckpt.load_state(single["checkpoint"])
-    assert len(single["nodes"]) == 1 and single["workers"] == [2, 2]
+    assert len(single["nodes"]) == 1 and single["workers"] == [2] * 8
     for name, tensor in state["model"].items():
         assert torch.equal(tensor, packed["model"][name]), name
     assert digests[0] == weights_digest(packed["model"])
     assert single["val_accuracy"] == summary["val_accuracy"]
 
+
+
+def _s3_files(prefix: str) -> set[str]:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(prefix)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return {info.base_name for info in infos}
+
+
+def _wait_for(condition, what: str, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {seconds} s")
+        time.sleep(0.5)
+
+
+def test_a_lost_node_is_survived_and_replaced(cluster, uninterrupted, job_dir, tmp_path, aws):
+    """Elastic workers: a worker node's raylet is killed during epoch 2; the run goes on with the
+    worker left from its last checkpoint, grows back to two when a new node joins, and ends with
+    every epoch logged once and the accuracy of the uninterrupted run, within noise."""
+    sets = small_overrides(
+        SHARDS, tmp_path, f"run.storage_path=s3://{BUCKET}/runs", "scaling.workers=2",
+        "scaling.min_workers=1", "scaling.resize_interval_s=5", *ON_TRAINER_NODES, EPOCHS,
+        "run.name=elastic",
+    )  # fmt: skip
+    started = cluster.submit(
+        "python", "-m", "hm2bp.orchestration", "train", "demo.yaml", "--json",
+        *[f"--set={item}" for item in sets], working_dir=job_dir, job_id="elastic", wait=False,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr[-3000:]
+    run = f"s3://{BUCKET}/runs/elastic"
+    _wait_for(lambda: "checkpoint_epoch_0001" in _s3_files(run), "no first checkpoint")
+    lost = cluster.workers[0]
+    cluster.lose(lost)
+    _wait_for(lambda: "checkpoint_epoch_0002" in _s3_files(run), "no epoch on one worker")
+    replacement = cluster.add_worker()
+    logs = cluster.ray_cli("job", "logs", "--follow", "elastic")
+    status = cluster.ray_cli("job", "status", "elastic")
+    assert "succeeded" in status.stdout.lower(), logs.stdout[-4000:] + status.stdout
+    summary = _summary(logs.stdout)
+
+    # Two workers, then one after the loss, then two again on the replacement node.
+    workers = summary["workers"]
+    assert len(workers) == 8 and workers[0] == 2 and 1 in workers and workers[-1] == 2, workers
+    state = ckpt.load_state(summary["checkpoint"])
+    assert lost.node_id in state["nodes"][0] and lost.node_id not in state["nodes"][-1]
+    assert replacement.node_id in state["nodes"][-1]
+    client = MlflowClient(summary["tracking_uri"])
+    for key in ("epoch", "val_accuracy", "train_loss", "workers"):
+        steps = [m.step for m in client.get_metric_history(summary["run_id"], key)]
+        assert steps == list(range(8)), key  # every epoch once, the restarts included
+    assert client.get_run(summary["run_id"]).info.status == "FINISHED"
+    baseline = uninterrupted[0]["val_accuracy_last3_mean"]
+    assert abs(summary["val_accuracy_last3_mean"] - baseline) <= 0.1, (summary, baseline)
+
+
+def test_a_sweep_runs_its_trials_on_both_worker_nodes(cluster, s3_shards, job_dir, tmp_path):
+    sweep = job_dir / "cluster_sweep.yaml"
+    sweep.write_text(
+        "experiment: demo.yaml\nname: cluster-sweep\n"
+        "search:\n  optimizer.lr: {grid: [1.0e-2, 3.0e-3]}\n"
+        "metric: val_accuracy\nmode: max\nscheduler: {name: fifo}\n"
+    )
+    sets = small_overrides(
+        SHARDS, tmp_path, f"run.storage_path=s3://{BUCKET}/sweeps", "scaling.workers=1",
+        "scaling.resources_per_worker={trainer: 1}", "tracking.experiment=cluster-sweep",
+    )  # fmt: skip
+    done = cluster.submit(
+        "python", "-m", "hm2bp.orchestration", "sweep", sweep.name, "--json",
+        *[f"--set={item}" for item in sets], working_dir=job_dir,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
+    summary = _summary(done.stdout)
+    client = MlflowClient(summary["tracking_uri"])
+    experiment = client.get_experiment_by_name("cluster-sweep")
+    children = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'",
+    )
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    nodes = [c.data.tags[NODES_TAG] for c in children]
+    assert set(nodes) == {node.node_id for node in cluster.workers}, nodes
