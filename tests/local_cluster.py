@@ -24,13 +24,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-# What a worker node offers: one training worker's slot. Configs ask for it with
-# `scaling.resources_per_worker: {trainer: 1}` (on a GPU cluster the GPU plays this part).
-TRAINER = {"trainer": 1}
 
 
 def free_port() -> int:
@@ -111,8 +109,10 @@ class LocalCluster:
     def start(
         self, workers: int = 2, head_cpus: int = 2, env: dict[str, str] | None = None
     ) -> LocalCluster:
-        """Start the head and `workers` worker nodes; `env` is added to every node's (and
-        client's) environment, e.g. the S3 endpoint and credentials."""
+        """Start the head and `workers` worker nodes (1 CPU, one `trainer` slot each); `env` is
+        added to every node's (and client's) environment, e.g. the S3 endpoint and credentials.
+        Configs ask for a slot with `scaling.resources_per_worker: {trainer: 1}` (on a GPU
+        cluster the GPU plays this part)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.env = {
             **os.environ,
@@ -122,28 +122,31 @@ class LocalCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(32),
         }
-        self.env.pop("RAY_ADDRESS", None)
         gcs_port, dashboard_port = free_port(), free_port()
         self.gcs_address = f"127.0.0.1:{gcs_port}"
+        # Every process of the cluster names it: Ray Train's placement-group cleaner otherwise
+        # looks for GCS processes on the machine and gives up when another Ray runs beside it.
+        self.env["RAY_ADDRESS"] = self.gcs_address
         self.dashboard = f"http://127.0.0.1:{dashboard_port}"
         head = ["--head", f"--port={gcs_port}", f"--num-cpus={head_cpus}", "--num-gpus=0"]
         head += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
         head += _ports("--ray-client-server-port")
         self._start("head", head)
-        _wait_for_http(f"{self.dashboard}/api/version", 120)
+        wait_for_http(f"{self.dashboard}/api/version", 120)
         for _ in range(workers):
             self.add_worker()
         self.wait_for_nodes(1 + workers)
         return self
 
-    def _start(self, name: str, arguments: list[str]) -> RayNode:
+    def _start(self, name: str, arguments: list[str], prefix: Sequence[str] = ()) -> RayNode:
         log = self.folder / f"{name}.log"
         # Each node its own temporary folder, as on separate machines: nodes sharing one would
         # share runtime-env packages, and one node deleting a job's working dir when its own last
         # use ends pulls it from under the job's driver on another. Short, for Ray's socket paths.
         temp = tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp")
         self.temp_dirs.append(temp)
-        command = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *arguments]
+        command = [*prefix, str(BIN / "ray"), "start", "--block", "--disable-usage-stats"]
+        command += arguments
         command.append(f"--temp-dir={temp}")
         command += ["--node-ip-address=127.0.0.1", f"--object-store-memory={300 * 1024**2}"]
         command += _ports(*_NODE_PORTS)
@@ -155,18 +158,18 @@ class LocalCluster:
         self.nodes.append(node)
         return node
 
-    def add_worker(self) -> RayNode:
-        """A worker node of 1 CPU and one `trainer` slot, joined to the head."""
+    def add_worker(self, cpus: int = 1, slots: int = 1, hidden: Path | None = None) -> RayNode:
+        """A worker node of `cpus` CPUs and `slots` training workers' slots, joined to the head.
+        With `hidden`, the node runs in a mount namespace of its own with an empty file system
+        over that folder: a node that does not see what the others see there (needs root)."""
         name = f"worker{len(self.nodes)}"
-        node = self._start(
-            name,
-            [
-                f"--address={self.gcs_address}",
-                "--num-cpus=1",
-                "--num-gpus=0",
-                f"--resources={json.dumps(TRAINER)}",
-            ],  # fmt: skip
-        )
+        resources = json.dumps({"trainer": slots})
+        arguments = [f"--address={self.gcs_address}", f"--num-cpus={cpus}", "--num-gpus=0"]
+        prefix = []
+        if hidden is not None:
+            prefix = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c"]
+            prefix += ['mount -t tmpfs tmpfs "$0" && exec "$@"', str(hidden)]
+        node = self._start(name, [*arguments, f"--resources={resources}"], prefix)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             ids = [line.split("=", 1)[1] for line in _raylet_arguments(node) if "node_id=" in line]
@@ -198,6 +201,12 @@ class LocalCluster:
             time.sleep(1)
         raise TimeoutError(f"the cluster did not reach {count} alive nodes in {seconds} s")
 
+    def remove(self, node: RayNode) -> None:
+        """Stop the node (SIGTERM to its `ray start`) and wait until the cluster counts it gone."""
+        _stop(node)
+        self.nodes.remove(node)
+        self.wait_for_nodes(len(self.nodes))
+
     def lose(self, node: RayNode) -> None:
         """The node fails: its raylet is killed (SIGKILL), then what it leaves is stopped."""
         os.kill(node.raylet_pid(), signal.SIGKILL)
@@ -212,7 +221,9 @@ class LocalCluster:
         for node in reversed(self.nodes):
             _stop(node)
         self.nodes.clear()
-        for temp in self.temp_dirs:
+        for temp in self.temp_dirs:  # Ray Train's controller logs kept: they say why it resized
+            for logs in Path(temp).glob("session_*/logs/train"):
+                shutil.copytree(logs, self.folder / f"train-logs-{Path(temp).name}")
             shutil.rmtree(temp, ignore_errors=True)
         # `ray start` leaves this behind when stopped by PID; a later plain ray.init() would
         # then try to join the dead cluster.
@@ -262,7 +273,7 @@ def _stop(node: RayNode) -> None:
         os.killpg(node.process.pid, signal.SIGKILL)  # leftovers of a lost node (its workers)
 
 
-def _wait_for_http(url: str, seconds: float) -> None:
+def wait_for_http(url: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:

@@ -117,6 +117,41 @@ def test_boosting_defaults_to_on_only_for_one_worker_at_batch_one():
     assert not load_config(DEMO, ["scaling.workers=1", "train.batch_size=4"]).boosting
 
 
+def test_elastic_scaling_is_checked_and_refuses_boosting():
+    elastic = load_config(DEMO, ["scaling.min_workers=1", "scaling.placement=spread"])
+    assert elastic.scaling.elastic and not elastic.boosting
+    assert not load_config(DEMO, ["scaling.min_workers=2"]).scaling.elastic  # min = workers
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            DEMO,
+            ["scaling.min_workers=3", "scaling.placement=far",
+             "scaling.resources_per_worker={CPU: 1, trainer: 0, fpga: 1}"],
+        )  # fmt: skip
+    assert caught.value.problems == [
+        "scaling.placement: got 'far' (expected one of pack, spread, strict_pack, strict_spread)"
+    ]
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            DEMO,
+            ["scaling.min_workers=3", "scaling.resources_per_worker={CPU: 1, trainer: 0}"],
+        )
+    assert caught.value.problems == [
+        "scaling.min_workers: got 3 (expected at most workers = 2)",
+        "scaling.resources_per_worker.CPU: set it with cpus_per_worker (expected custom "
+        "resources only)",
+        "scaling.resources_per_worker.trainer: got 0.0 (expected > 0)",
+    ]
+    with pytest.raises(ConfigError) as caught:
+        load_config(DEMO, ["scaling.min_workers=1", "train.boosting=true"])
+    assert caught.value.problems[0].startswith("train.boosting: true with elastic workers")
+    with pytest.raises(ConfigError) as caught:
+        load_config(DEMO, ["scaling.resources_per_worker=[trainer]"])
+    assert caught.value.problems == [
+        "scaling.resources_per_worker: got ['trainer'] (expected a mapping of names to a "
+        "finite float)"
+    ]
+
+
 def _manifest(**changes) -> Manifest:
     values = dict(
         format=2, dataset="digits", kind="image", classes=tuple("0123456789"),

@@ -3,18 +3,11 @@ with identical weights, equal to one process training on the union (batch-averag
 
 from __future__ import annotations
 
-import socket
-
 import torch
 import torch.multiprocessing as mp
 from hm2bp.kernels.network import Network
 from hm2bp.tests.ddp_worker import SEED, data, spec, train_step, worker
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from hm2bp.tests.local_cluster import free_port
 
 
 def test_two_gloo_workers_equal_one_process_on_the_union(tmp_path):

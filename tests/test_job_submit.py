@@ -8,58 +8,36 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from hm2bp.tests.conftest import PROJECT_ROOT
+from hm2bp.tests.local_cluster import free_port, wait_for_http
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_http(url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return  # any HTTP answer (401 without a token) means the server is up
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"{url} did not answer within {seconds} s")
 
 
 @pytest.fixture
 def ray_head(tmp_path):
     """A Ray head in the background (its own ports), stopped by its PID; yields the job address."""
     bin_dir = Path(sys.executable).parent
-    dashboard = _free_port()
+    dashboard = free_port()
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",  # the job's `python` is ours
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     ports = {
-        "--port": _free_port(),
+        "--port": free_port(),
         "--dashboard-port": dashboard,
-        "--ray-client-server-port": _free_port(),
-        "--dashboard-agent-listen-port": _free_port(),
-        "--dashboard-agent-grpc-port": _free_port(),
-        "--metrics-export-port": _free_port(),
-        "--runtime-env-agent-port": _free_port(),
+        "--ray-client-server-port": free_port(),
+        "--dashboard-agent-listen-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--metrics-export-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
     }
     command = [str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus=2"]
     command += ["--dashboard-host=127.0.0.1", "--disable-usage-stats"]
@@ -68,7 +46,7 @@ def ray_head(tmp_path):
     head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        _wait_for_http(f"{address}/api/version", 90)
+        wait_for_http(f"{address}/api/version", 90)
         yield address, env
     finally:
         head.send_signal(signal.SIGTERM)

@@ -8,27 +8,19 @@ gone for good, `train` ends with the problem stated and the checkpoint whole.
 
 from __future__ import annotations
 
-import contextlib
 import http.server
-import importlib.util
 import json
 import os
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from hm2bp.orchestration import checkpoint as ckpt
 from hm2bp.orchestration import cli, tracking, trainer
 from hm2bp.orchestration.trainer import train
+from hm2bp.tests.mlflow_server import MLFLOW_SERVER, MlflowServer, needs_mlflow_server
 from hm2bp.tests.small_run import DEMO, convert_small_digits, small_config, small_overrides
 from mlflow.tracking import MlflowClient
 
@@ -38,12 +30,6 @@ _CAP = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 @pytest.fixture(scope="module")
 def shards(ray_local, tmp_path_factory):
     return convert_small_digits(tmp_path_factory.mktemp("digits"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Degraded(http.server.BaseHTTPRequestHandler):
@@ -131,89 +117,17 @@ def test_a_failed_training_marks_its_run_failed_never_finished(
     assert run.info.status == "FAILED"
 
 
-class _MlflowServer:
-    """A real `mlflow server` on a SQLite store in `folder`, killed by its process group and
-    restarted on the same port and database."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.database = folder / "mlflow.db"
-        self.uri = f"http://127.0.0.1:{_free_port()}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        port = self.uri.rsplit(":", 1)[1]
-        command = [*MLFLOW_SERVER, "server", "--host", "127.0.0.1", "--port", port,
-                   "--workers", "1", "--backend-store-uri", f"sqlite:///{self.database}",
-                   "--artifacts-destination", str(self.folder / "mlartifacts")]  # fmt: skip
-        with open(self.folder / "server.log", "ab") as log:
-            # Its own session, so that killing its group takes its uvicorn worker too.
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
-                    return
-            except OSError:  # not listening yet (URLError is an OSError)
-                time.sleep(0.5)
-        log_tail = (self.folder / "server.log").read_text()[-2000:]
-        self.kill()
-        pytest.fail(f"mlflow server at {self.uri} did not answer /health:\n{log_tail}")
-
-    def kill(self) -> None:
-        """SIGKILL to its whole process group (the uvicorn worker too), once."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):  # already gone
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-    def logged_epochs(self) -> list[int]:
-        """Epoch markers in the database, read directly: the server may be down."""
-        try:
-            with contextlib.closing(
-                sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)
-            ) as db:
-                query = "SELECT step FROM metrics WHERE key = ?"
-                return sorted(row[0] for row in db.execute(query, (tracking.EPOCH_METRIC,)))
-        except sqlite3.Error:  # not created yet, or locked by a write
-            return []
-
-
-def _mlflow_server_command() -> list[str] | None:
-    """The real `mlflow` of the server: `HM2BP_MLFLOW_SERVER` (the Makefile installs full
-    MLflow in a venv of its own, `.venv-mlflow`, as a server runs apart from its clients), else
-    this environment's, if it has the server's Flask."""
-    configured = os.environ.get("HM2BP_MLFLOW_SERVER")
-    if configured:
-        return [configured]
-    if importlib.util.find_spec("flask") is not None:
-        return [sys.executable, "-m", "mlflow"]
-    return None
-
-
-MLFLOW_SERVER = _mlflow_server_command() or []
-# Skipped (failed in CI) before the module's shards are converted: no server, no test.
-_needs_mlflow_server = pytest.mark.skipif(
-    not MLFLOW_SERVER and os.environ.get("CI", "").lower() != "true",
-    reason="no `mlflow server`: set HM2BP_MLFLOW_SERVER, or run `make test` (it installs one)",
-)
-
-
 @pytest.fixture
-def mlflow_server(tmp_path) -> Iterator[_MlflowServer]:
+def mlflow_server(tmp_path) -> Iterator[MlflowServer]:
     if not MLFLOW_SERVER:
         pytest.fail("CI requires a real `mlflow server` (HM2BP_MLFLOW_SERVER, set by `make test`)")
-    server = _MlflowServer(tmp_path)
+    server = MlflowServer(tmp_path)
     server.start()
     yield server
     server.kill()
 
 
-def _kill_after_epoch_0(server: _MlflowServer) -> dict[str, float]:
+def _kill_after_epoch_0(server: MlflowServer) -> dict[str, float]:
     """Kills the server as soon as rank 0 has logged epoch 0, from a thread; the returned dict
     gets the time of the kill as `at_ms` (ms since 1970, as MLflow's timestamps)."""
     killed: dict[str, float] = {}
@@ -230,7 +144,7 @@ def _kill_after_epoch_0(server: _MlflowServer) -> dict[str, float]:
 
 
 @pytest.mark.e2e
-@_needs_mlflow_server
+@needs_mlflow_server
 def test_a_server_back_before_the_run_ends_gets_every_epoch_once(
     shards, mlflow_server, tmp_path, monkeypatch
 ):
@@ -259,7 +173,7 @@ def test_a_server_back_before_the_run_ends_gets_every_epoch_once(
 
 
 @pytest.mark.e2e
-@_needs_mlflow_server
+@needs_mlflow_server
 def test_a_server_gone_for_good_ends_the_run_stating_it_with_the_checkpoint_whole(
     shards, mlflow_server, tmp_path, capsys
 ):
