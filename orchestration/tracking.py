@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "hm2bp.run_key"
 NODES_TAG = "hm2bp.nodes"  # the Ray node ids the run's workers ran on, comma-separated
+_TAG_LIMIT = 5000  # MLflow refuses tag values above 8,000 characters
 # A marker metric logged with every epoch: its history says which epochs the run holds.
 EPOCH_METRIC = "epoch"
 # MLflow's defaults are 7 retries with exponential backoff (about 4 minutes), 120 s to wait for an
@@ -178,12 +179,12 @@ def open_run(
     return RunRef(uri, run_id, experiment_id)
 
 
-@capped_http()
 def nodes_used(nodes: Sequence[Sequence[str]]) -> list[str]:
     """The distinct nodes of per-epoch, per-rank node lists, in order of first use."""
     return list(dict.fromkeys(node for epoch in nodes for node in epoch))
 
 
+@capped_http()
 def finish_run(ref: RunRef, failed: bool = False) -> None:
     """Mark the run FAILED or FINISHED; raises `TrackingError` naming the URI if the store fails."""
     from mlflow.tracking import MlflowClient
@@ -270,8 +271,12 @@ class EpochLogger:
 
     def tag_nodes(self, nodes: Sequence[Sequence[str]]) -> None:
         """Tag the run with the nodes its workers ran on, over every epoch so far."""
+        used = nodes_used(nodes)
+        value = ",".join(used)
+        if len(value) > _TAG_LIMIT:  # a very large cluster: the ids' first 12 characters
+            value = f"{len(used)} nodes: " + ",".join(node[:12] for node in used)
         self._try("tagging the nodes", self.client.set_tag, self.ref.run_id, NODES_TAG,
-                  ",".join(nodes_used(nodes)))  # fmt: skip
+                  value[:_TAG_LIMIT])  # fmt: skip
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self._try(

@@ -214,10 +214,13 @@ def train(
 
     config = resolved(config)
     manifest = check_against_manifest(config)
-    run = open_tracking(config, manifest, config_text, parent_run_id)
     if not ray.is_initialized():
         ray.init()
-    check_shared({"data.shards": config.data.shards, "run.storage_path": config.run.storage_path})
+    check_shared(
+        inputs={"data.shards": config.data.shards},
+        outputs={"run.storage_path": config.run.storage_path},
+    )
+    run = open_tracking(config, manifest, config_text, parent_run_id)
     # Ray Data's per-operator bars and log lines would bury the epoch lines; ours show progress.
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False

@@ -161,7 +161,9 @@ def convert(
     ]
     if not ray.is_initialized():
         ray.init()
-    check_shared({"--source": None if source is None else str(source), "--out": out})
+    check_shared(
+        inputs={"--source": None if source is None else str(source)}, outputs={"--out": out}
+    )
     results = _run(jobs, reader, progress, f"convert {reader.facts.name}")
     manifest = _finish(manifest, results, index.skipped)
     if manifest.samples == 0:

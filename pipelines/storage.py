@@ -9,6 +9,7 @@ the leftovers.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
@@ -61,26 +62,44 @@ def remove_temporaries(fs: pafs.FileSystem, folder: str) -> None:
             fs.delete_file(f"{folder}/{name}")
 
 
-def check_shared(paths: Mapping[str, str | None]) -> None:
+def check_shared(*, inputs: Mapping[str, str | None], outputs: Mapping[str, str | None]) -> None:
     """Refuse local paths that some node of the Ray cluster cannot see.
 
     A URI (`s3://...`) is storage every node reaches. A local path is shared only where every node
-    mounts the same file system there, which is checked, not assumed: a file of random content is
-    written in the path's folder (for a file, its folder; made if missing) and a task on each alive
-    node reads it back. A single-node cluster sees what the driver sees. `paths` maps what the
-    user set (`run.storage_path`, `--out`) to its value; None is skipped. Needs Ray running.
+    mounts the same file system there, which is checked, not assumed, by a zero-CPU task on each
+    alive node: an input (`--source`, `data.shards`: read only) is seen when a file in it reads
+    back with the driver's sha256; an output (`--out`, `run.storage_path`) when a file of random
+    content that the driver writes in it (the folder made if missing) reads back. A single-node
+    cluster sees what the driver sees; nodes that join later (an autoscaler's) are not checked.
+    The mappings go from what the user set to its value; None is skipped. Needs Ray running.
     """
     import ray
 
     nodes = [node for node in ray.nodes() if node["Alive"]]
     if len(nodes) < 2:
         return
-    for setting, path in paths.items():
+    for setting, path, written in [
+        *((k, v, False) for k, v in inputs.items()),
+        *((k, v, True) for k, v in outputs.items()),
+    ]:
         text = None if path is None else os.fspath(path)
         if text is None or ("://" in text and not text.startswith("file://")):
             continue
-        folder = _local_folder(text)
-        blind = _nodes_blind_to(folder, nodes)
+        local = text.removeprefix("file://")
+        if written:
+            os.makedirs(local, exist_ok=True)
+            probe = os.path.join(local, f".visible.tmp-{uuid.uuid4().hex}")  # see _TEMP
+            with open(probe, "w") as out:
+                out.write(probe)
+        else:
+            probe = _first_file(local)
+            if probe is None:
+                continue  # nothing to read: the command's own check names the missing input
+        try:
+            blind = _nodes_blind_to(probe, _sha256(probe), nodes)
+        finally:
+            if written:
+                os.remove(probe)
         if blind:
             raise ValueError(
                 f"{setting} {path}: a local path that {len(blind)} of the cluster's "
@@ -91,43 +110,49 @@ def check_shared(paths: Mapping[str, str | None]) -> None:
             )
 
 
-def _local_folder(path: str) -> str:
-    path = path.removeprefix("file://")
-    return os.path.dirname(path) if os.path.isfile(path) else path
+def _first_file(path: str) -> str | None:
+    """`path` if it is a file, else the first file under it in sorted order (None: none)."""
+    if os.path.isfile(path):
+        return path
+    for folder, subfolders, files in os.walk(path):
+        subfolders.sort()
+        if files:
+            return os.path.join(folder, sorted(files)[0])
+    return None
 
 
-def _nodes_blind_to(folder: str, nodes: list[dict]) -> list[str]:
-    """The nodes (id prefix and address) on which a file written in `folder` here is absent."""
+def _sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _nodes_blind_to(path: str, digest: str | None, nodes: list[dict]) -> list[str]:
+    """The nodes (id prefix, address, why) on which `path` does not read back as `digest`."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    os.makedirs(folder, exist_ok=True)
-    token = uuid.uuid4().hex
-    marker = os.path.join(folder, f".visible.tmp-{token}")  # `remove_temporaries` knows the name
-    with open(marker, "w") as out:
-        out.write(token)
-    try:
-        read = ray.remote(num_cpus=0, max_retries=0)(_read_text)
-        answers = {
-            node["NodeID"]: read.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            ).remote(marker)
-            for node in nodes
-        }
-        ready, _ = ray.wait(list(answers.values()), num_returns=len(answers), timeout=60)
-        blind = []
-        for node in nodes:
-            ref = answers[node["NodeID"]]
-            if ref not in ready or ray.get(ref) != token:
-                blind.append(f"node {node['NodeID'][:12]} at {node['NodeManagerAddress']}")
-        return blind
-    finally:
-        os.remove(marker)
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path) as file:
-            return file.read()
-    except OSError:
-        return None
+    read = ray.remote(num_cpus=0, max_retries=0)(_sha256)
+    answers = [
+        read.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(path)
+        for node in nodes
+    ]
+    ready, _ = ray.wait(answers, num_returns=len(answers), timeout=60)
+    blind = []
+    for node, answer in zip(nodes, answers, strict=True):
+        where = f"node {node['NodeID'][:12]} at {node['NodeManagerAddress']}"
+        if answer not in ready:
+            blind.append(f"{where}: no answer within 60 s")
+            continue
+        try:
+            seen = ray.get(answer)
+        except ray.exceptions.RayError as err:
+            blind.append(f"{where}: its check failed, {type(err).__name__}")
+            continue
+        if seen != digest:
+            blind.append(where if seen is None else f"{where}: other contents")
+    return blind

@@ -70,7 +70,7 @@ class RayNode:
                 command = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if command_start in command.split("\0", 1)[0] and _descends_from(
+            if command_start in command.split("\0", 1)[0] and descends_from(
                 int(entry.name), self.process.pid
             ):
                 found.append(int(entry.name))
@@ -83,7 +83,8 @@ class RayNode:
         return pids[0]
 
 
-def _descends_from(pid: int, ancestor: int) -> bool:
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether `ancestor` is a parent, grandparent, ... of `pid` (from /proc)."""
     while pid > 1:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
@@ -162,7 +163,7 @@ class LocalCluster:
         """A worker node of `cpus` CPUs and `slots` training workers' slots, joined to the head.
         With `hidden`, the node runs in a mount namespace of its own with an empty file system
         over that folder: a node that does not see what the others see there (needs root)."""
-        name = f"worker{len(self.nodes)}"
+        name = f"worker{len(self.temp_dirs)}"  # never a lost node's name: its log is kept
         resources = json.dumps({"trainer": slots})
         arguments = [f"--address={self.gcs_address}", f"--num-cpus={cpus}", "--num-gpus=0"]
         prefix = []
@@ -222,8 +223,9 @@ class LocalCluster:
             _stop(node)
         self.nodes.clear()
         for temp in self.temp_dirs:  # Ray Train's controller logs kept: they say why it resized
-            for logs in Path(temp).glob("session_*/logs/train"):
-                shutil.copytree(logs, self.folder / f"train-logs-{Path(temp).name}")
+            for logs in Path(temp).glob("session_2*/logs/train"):  # not the session_latest link
+                target = self.folder / f"train-logs-{Path(temp).name}-{logs.parent.parent.name}"
+                shutil.copytree(logs, target, dirs_exist_ok=True)
             shutil.rmtree(temp, ignore_errors=True)
         # `ray start` leaves this behind when stopped by PID; a later plain ray.init() would
         # then try to join the dead cluster.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hm2bp.orchestration.config import ExperimentConfig, load_config
 from hm2bp.tests.conftest import PROJECT_ROOT
+from hm2bp.tests.local_cluster import descends_from
 
 T = 50
 SPLIT = "range:train=0-399,val=400-499"
@@ -61,18 +62,6 @@ def descendant_pids(title: str) -> list[int]:
             command = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if command.startswith(title) and _descends_from(int(entry.name), mine):
+        if command.startswith(title) and descends_from(int(entry.name), mine):
             found.append(int(entry.name))
     return found
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after the command in parentheses
-        if pid == ancestor:
-            return True
-    return False

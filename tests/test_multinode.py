@@ -218,14 +218,27 @@ def test_a_lost_node_is_survived_and_replaced(cluster, uninterrupted, job_dir, t
     )  # fmt: skip
     assert started.returncode == 0, started.stderr[-3000:]
     run = f"s3://{BUCKET}/runs/elastic"
-    _wait_for(lambda: "checkpoint_epoch_0001" in _s3_files(run), "no first checkpoint")
-    lost = cluster.workers[0]
-    cluster.lose(lost)
-    _wait_for(lambda: "checkpoint_epoch_0002" in _s3_files(run), "no epoch on one worker")
-    replacement = cluster.add_worker()
-    logs = cluster.ray_cli("job", "logs", "--follow", "elastic")
-    status = cluster.ray_cli("job", "status", "elastic")
-    assert "succeeded" in status.stdout.lower(), logs.stdout[-4000:] + status.stdout
+
+    def last_epoch_workers() -> int | None:
+        latest = ckpt.latest_checkpoint(run)
+        try:
+            return None if latest is None else ckpt.load_state(latest)["history"][-1]["workers"]
+        except ckpt.CheckpointError:  # still being uploaded
+            return None
+
+    try:
+        _wait_for(lambda: last_epoch_workers() is not None, "no first checkpoint")
+        lost = cluster.workers[0]
+        cluster.lose(lost)
+        _wait_for(lambda: last_epoch_workers() == 1, "no epoch on one worker")
+        replacement = cluster.add_worker()
+        logs = cluster.ray_cli("job", "logs", "--follow", "elastic")
+        status = cluster.ray_cli("job", "status", "elastic")
+        assert "succeeded" in status.stdout.lower(), logs.stdout[-4000:] + status.stdout
+    finally:  # the next tests get a whole cluster and an idle one
+        cluster.ray_cli("job", "stop", "elastic")
+        while len(cluster.workers) < 2:
+            cluster.add_worker()
     summary = _summary(logs.stdout)
 
     # Two workers, then one after the loss, then two again on the replacement node.

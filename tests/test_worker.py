@@ -133,3 +133,17 @@ def test_the_loop_imports_without_ray_or_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_replicas_whose_weights_differ_stop_the_run():
+    from types import SimpleNamespace
+
+    from hm2bp.orchestration.worker import _replica_digests, weights_digest
+
+    model = torch.nn.Linear(3, 2)
+    own = weights_digest(model.state_dict())
+    agreeing = SimpleNamespace(gather=lambda value: [value, value])
+    assert _replica_digests(model, agreeing) == [own, own]
+    differing = SimpleNamespace(gather=lambda value: [value, "0" * 64])
+    with pytest.raises(RuntimeError, match="weights differ after the epoch"):
+        _replica_digests(model, differing)
