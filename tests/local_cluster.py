@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,26 +61,32 @@ class RayNode:
     node_id: str = ""
 
     def descendants(self, command_start: str) -> list[int]:
-        """PIDs below this node's `ray start` whose command line starts with `command_start`."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                command = (entry / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if command_start in command.split("\0", 1)[0] and descends_from(
-                int(entry.name), self.process.pid
-            ):
-                found.append(int(entry.name))
-        return found
+        """PIDs below this node's `ray start` whose program path contains `command_start`."""
+        return processes_below(
+            self.process.pid, lambda command: command_start in command.split("\0", 1)[0]
+        )
 
     def raylet_pid(self) -> int:
         pids = self.descendants("/raylet")
         if len(pids) != 1:
             raise RuntimeError(f"node {self.name}: expected one raylet, found {pids}")
         return pids[0]
+
+
+def processes_below(ancestor: int, wanted: Callable[[str], bool]) -> list[int]:
+    """PIDs of the processes below `ancestor` whose command line (NUL-separated, from /proc)
+    is `wanted`: a test's own processes, never another user's."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if wanted(command) and descends_from(int(entry.name), ancestor):
+            found.append(int(entry.name))
+    return found
 
 
 def descends_from(pid: int, ancestor: int) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hm2bp.orchestration.config import ExperimentConfig, load_config
 from hm2bp.tests.conftest import PROJECT_ROOT
-from hm2bp.tests.local_cluster import descends_from
+from hm2bp.tests.local_cluster import processes_below
 
 T = 50
 SPLIT = "range:train=0-399,val=400-499"
@@ -53,15 +53,4 @@ def small_overrides(shards: str, root: Path, *overrides: str) -> list[str]:
 def descendant_pids(title: str) -> list[int]:
     """Processes of this test session (children of children of this process) whose command line
     starts with `title`, e.g. `ray::RayTrainWorker`: never another user's Ray."""
-    mine = os.getpid()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if command.startswith(title) and descends_from(int(entry.name), mine):
-            found.append(int(entry.name))
-    return found
+    return processes_below(os.getpid(), lambda command: command.startswith(title))
