@@ -27,7 +27,9 @@ def distributed() -> bool:
 class Tally:
     def __init__(self, n_classes: int) -> None:
         # Keys every rank has, even one that saw no batch: the all-reduce sends them by position.
-        self.sums: dict[str, float] = defaultdict(float, samples=0.0, correct=0.0, loss=0.0)
+        self.sums: dict[str, float] = defaultdict(
+            float, samples=0.0, correct=0.0, loss=0.0, batches=0.0
+        )
         self.confusion = np.zeros((n_classes, n_classes), dtype=np.int64)  # [true, predicted]
 
     def add(self, out: Any, labels: torch.Tensor, layer_stats: bool = False) -> None:
@@ -37,6 +39,7 @@ class Tally:
         predictions = out.predictions.cpu().numpy()
         truth = labels.cpu().numpy()
         self.sums["samples"] += size
+        self.sums["batches"] += 1
         self.sums["correct"] += float((predictions == truth).sum())
         if out.loss is not None:
             self.sums["loss"] += float(out.loss.detach()) * size

@@ -220,6 +220,9 @@ def run_epoch(model, network, optimizer, session, config, manifest, boosting, ep
         **val.metrics("val_"),
         "lr": optimizer.param_groups[0]["lr"],
         "workers": float(session.world_size),
+        # Samples per optimiser step over all workers: batch_size x workers (the last step of
+        # an epoch may be short), counted, not assumed.
+        "global_batch": train.sums["samples"] / max(train.sums["batches"] / session.world_size, 1),
         "samples_per_s": train.sums["samples"] / max(timing.pop("train_seconds"), 1e-9),
         **timing,
     }

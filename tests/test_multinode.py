@@ -245,6 +245,8 @@ def test_a_lost_node_is_survived_and_replaced(cluster, uninterrupted, job_dir, t
     workers = summary["workers"]
     assert len(workers) == 12 and workers[0] == 2 and 1 in workers and workers[-1] == 2, workers
     state = ckpt.load_state(summary["checkpoint"])
+    # The global batch follows the workers: 5 a worker, 400 samples in 40 or 80 steps.
+    assert [h["global_batch"] for h in state["history"]] == [5.0 * w for w in workers]
     assert lost.node_id in state["nodes"][0] and lost.node_id not in state["nodes"][-1]
     assert replacement.node_id in state["nodes"][-1]
     client = MlflowClient(summary["tracking_uri"])

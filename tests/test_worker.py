@@ -29,9 +29,11 @@ def test_run_local_reports_every_metric_and_checkpoints_each_epoch(trained):
     assert len(history) == 2
     assert {"train_accuracy", "train_loss", "val_accuracy", "val_loss", "fc0/mean_spikes",
             "fc0/silent_fraction", "output/mean_spikes", "output/silent_fraction",
-            "lateral_guard_triggers", "lr", "workers", "samples_per_s", "epoch_seconds",
+            "lateral_guard_triggers", "lr", "workers", "global_batch", "samples_per_s",
+            "epoch_seconds",
             "peak_memory_mb"} == set(history[-1])  # fmt: skip
     assert history[-1]["workers"] == 1
+    assert history[-1]["global_batch"] == 5  # 400 samples in 80 steps of 5
     assert history[-1]["val_accuracy"] > 0.3  # ten classes: chance is 0.1
     state = load_state(latest_checkpoint(f"{root}/runs/demo"))
     assert state["epoch"] == 2 and state["history"] == history
