@@ -67,10 +67,12 @@ def check_shared(*, inputs: Mapping[str, str | None], outputs: Mapping[str, str 
 
     A URI (`s3://...`) is storage every node reaches. A local path is shared only where every node
     mounts the same file system there, which is checked, not assumed, by a zero-CPU task on each
-    alive node: an input (`--source`, `data.shards`: read only) is seen when a file in it reads
-    back with the driver's sha256; an output (`--out`, `run.storage_path`) when a file of random
-    content that the driver writes in it (the folder made if missing) reads back. A single-node
-    cluster sees what the driver sees; nodes that join later (an autoscaler's) are not checked.
+    alive node. An input (`--source`, `data.shards`: read only) is seen when a file in it has the
+    driver's size and sha256 of its first MiB (a source may be gigabytes, read by every node, and
+    what is at stake is where the path leads, not the bytes: readers check those). An output
+    (`--out`, `run.storage_path`) is seen when a file of random content that the driver writes
+    in it (the folder made if missing) reads back. A single-node cluster sees what the driver
+    sees; nodes that join later (an autoscaler's) are not checked.
     The mappings go from what the user set to its value; None is skipped. Needs Ray running.
     """
     import ray
@@ -96,7 +98,7 @@ def check_shared(*, inputs: Mapping[str, str | None], outputs: Mapping[str, str 
             if probe is None:
                 continue  # nothing to read: the command's own check names the missing input
         try:
-            blind = _nodes_blind_to(probe, _sha256(probe), nodes)
+            blind = _nodes_blind_to(probe, _fingerprint(probe), nodes)
         finally:
             if written:
                 os.remove(probe)
@@ -121,12 +123,18 @@ def _first_file(path: str) -> str | None:
     return None
 
 
-def _sha256(path: str) -> str | None:
+_PROBE_BYTES = 1 << 20
+
+
+def _fingerprint(path: str) -> str | None:
+    """`<size>:<sha256 of the first MiB>` of a file, None where it cannot be read."""
     try:
         with open(path, "rb") as file:
-            return hashlib.file_digest(file, "sha256").hexdigest()
+            head = file.read(_PROBE_BYTES)
+            size = os.fstat(file.fileno()).st_size
     except OSError:
         return None
+    return f"{size}:{hashlib.sha256(head).hexdigest()}"
 
 
 def _nodes_blind_to(path: str, digest: str | None, nodes: list[dict]) -> list[str]:
@@ -134,7 +142,7 @@ def _nodes_blind_to(path: str, digest: str | None, nodes: list[dict]) -> list[st
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    read = ray.remote(num_cpus=0, max_retries=0)(_sha256)
+    read = ray.remote(num_cpus=0, max_retries=0)(_fingerprint)
     answers = [
         read.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)

@@ -232,10 +232,7 @@ class LocalCluster:
             for logs in Path(temp).glob("session_2*/logs/train"):  # not the session_latest link
                 target = self.folder / f"train-logs-{Path(temp).name}-{logs.parent.parent.name}"
                 shutil.copytree(logs, target, dirs_exist_ok=True)
-            shutil.rmtree(temp, ignore_errors=True)
-        # `ray start` leaves this behind when stopped by PID; a later plain ray.init() would
-        # then try to join the dead cluster.
-        Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
+            shutil.rmtree(temp, ignore_errors=True)  # the head's `ray_current_cluster` with it
 
     def submit(
         self, *command: str, working_dir: Path, timeout: float = 600, job_id: str = "",

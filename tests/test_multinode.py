@@ -72,9 +72,9 @@ def s3(tmp_path_factory) -> Iterator[dict[str, str]]:
         while True:
             try:
                 fs = pafs.S3FileSystem(
-                    access_key="testing",
-                    secret_key="testing",
-                    region="us-east-1",
+                    access_key=env["AWS_ACCESS_KEY_ID"],
+                    secret_key=env["AWS_SECRET_ACCESS_KEY"],
+                    region=env["AWS_DEFAULT_REGION"],
                     endpoint_override=env["AWS_ENDPOINT_URL"],
                     allow_bucket_creation=True,
                 )
@@ -134,11 +134,11 @@ def _summary(stdout: str) -> dict:
     return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("{")))
 
 
-def _train_job(cluster, job_dir, root, *overrides, job_id="") -> dict:
+def _train_job(cluster, job_dir, root, *overrides) -> dict:
     sets = small_overrides(SHARDS, root, f"run.storage_path=s3://{BUCKET}/runs", *overrides)
     done = cluster.submit(
         "python", "-m", "hm2bp.orchestration", "train", "demo.yaml", "--json",
-        *[f"--set={item}" for item in sets], working_dir=job_dir, job_id=job_id,
+        *[f"--set={item}" for item in sets], working_dir=job_dir,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     return _summary(done.stdout)
@@ -185,14 +185,6 @@ def test_two_workers_on_two_nodes_train_as_two_on_one(cluster, uninterrupted, aw
         assert torch.equal(tensor, packed["model"][name]), name
     assert digests[0] == weights_digest(packed["model"])
     assert single["val_accuracy"] == summary["val_accuracy"]
-
-
-def _s3_files(prefix: str) -> set[str]:
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(prefix)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return {info.base_name for info in infos}
 
 
 def _wait_for(condition, what: str, seconds: float = 300) -> None:
