@@ -11,8 +11,8 @@ since Train V2 refuses a Trainer inside a Tuner) all call. In order:
    fractional CPUs where the cluster has no CPU to spare for Ray Data: two whole-CPU workers on a
    2-core machine deadlock), NCCL with GPUs and gloo without, `FailureConfig(max_failures)`,
    `RunConfig(name, storage_path)` (a rerun with the same pair resumes from its last checkpoint),
-   the `train` split divided equally among workers and the `val` split whole to each (each worker
-   validates every world_size-th batch);
+   the `train` split divided equally among workers and the `val` split, read once into the object
+   store, whole to each (each worker validates every world_size-th batch);
 4. `fit()`, then the run's history is read from the final checkpoint; the driver logs the epochs
    MLflow lacks from it (rank 0 retries a failed log only at its next epoch) and marks the run
    FINISHED. A store that dropped mid-run and is still gone is reported in `tracking_problem`, not
@@ -168,7 +168,12 @@ def build_trainer(
         ),
         datasets={
             "train": read_shards(data.shards, data.train_split, columns(config, train=True)),
-            "val": read_shards(data.shards, data.val_split, columns(config, train=False)),
+            # Read (and verified) once, then kept in the object store: every worker iterates the
+            # whole validation set every epoch, and a fresh read each time cost more than the
+            # training itself on small configs (3.8 s of a 4.5 s epoch; docs/benchmarks.md).
+            "val": read_shards(
+                data.shards, data.val_split, columns(config, train=False)
+            ).materialize(),
         },
         # In order: each worker's share is then the same wherever the workers run, so a seed
         # gives the same weights on one node or several.
