@@ -12,12 +12,16 @@ so under Ray; `run_local` writes it itself): the file is written under a tempora
 so a crash never leaves a checkpoint that looks whole. Beside it, `checkpoint.sha256` holds the
 digest of its bytes, written before it: torch's format checks no tensor byte (a flipped bit in a
 weight loads silently), so a checkpoint is whole only with a digest that matches.
+
+A run keeps two checkpoints: its latest (to resume) and its best, the one of the highest validation
+accuracy (to evaluate and deploy); they are one folder when the last epoch is the best.
 """
 
 from __future__ import annotations
 
 import io
 import re
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,7 @@ STATE_KEYS = frozenset(
     }
 )
 _FOLDER = re.compile(r"^checkpoint_epoch_(\d+)$")
+SCORE = "val_accuracy"  # what makes a checkpoint a run's best: higher is better
 
 
 class CheckpointError(ValueError):
@@ -126,20 +131,55 @@ def latest_checkpoint(run_folder: str) -> str | None:
     found = []
     for info in infos:
         match = _FOLDER.match(info.base_name)
-        complete = fs.get_file_info(f"{info.path}/{CHECKPOINT_FILE}").type == pafs.FileType.File
-        if info.type == pafs.FileType.Directory and match and complete:
+        if info.type == pafs.FileType.Directory and match and _complete(fs, info.path):
             found.append((int(match.group(1)), info.base_name))
     if not found:
         return None
     return f"{run_folder.rstrip('/')}/{max(found)[1]}"
 
 
-def remove_older(run_folder: str, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoint folders (local runs; Ray Train does its own)."""
+def _complete(fs, folder: str) -> bool:
+    """Whether a checkpoint folder holds its checkpoint file (written last, by rename)."""
+    import pyarrow.fs as pafs
+
+    return fs.get_file_info(f"{folder}/{CHECKPOINT_FILE}").type == pafs.FileType.File
+
+
+def best_epochs(history: Sequence[Mapping[str, float]]) -> int:
+    """The finished epochs of a run's best checkpoint: the epoch of the highest `SCORE`, the later
+    one among equals (the one Ray Train's scored `CheckpointConfig` keeps)."""
+    scores = [epoch[SCORE] for epoch in history]
+    top = max(scores)
+    return max(i for i, score in enumerate(scores) if score == top) + 1
+
+
+def best_and_latest(run_folder: str) -> tuple[str, str]:
+    """`(best, latest)` checkpoint folders of a run folder (`storage_path/name`), the best found
+    from the latest's history; raises `FileNotFoundError` naming what is missing."""
+    latest = latest_checkpoint(run_folder)
+    if latest is None:
+        raise FileNotFoundError(
+            f"{run_folder}: no checkpoint_epoch_NNNN folder (expected the run folder "
+            "`run.storage_path/run.name` of a run that finished an epoch)"
+        )
+    epochs = best_epochs(load_state(latest)["history"])
+    best = f"{run_folder.rstrip('/')}/{folder_name(epochs)}"
+    if not _complete(*resolve(best)):
+        raise FileNotFoundError(
+            f"{best}: the run's best checkpoint (after epoch {epochs}) is gone (runs trained "
+            "before hm2bp kept the best checkpoint kept only the last two); its latest is "
+            f"{latest}"
+        )
+    return best, latest
+
+
+def prune(run_folder: str, keep: Collection[int]) -> None:
+    """Delete every checkpoint folder but those after `keep` epochs (local runs: the latest and
+    the best, as Ray Train keeps them)."""
     import pyarrow.fs as pafs
 
     fs, path = resolve(run_folder)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    folders = sorted(i.path for i in infos if _FOLDER.match(i.base_name))
-    for old in folders[: max(0, len(folders) - keep)]:
-        fs.delete_dir(old)
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        match = _FOLDER.match(info.base_name)
+        if match and int(match.group(1)) not in keep:
+            fs.delete_dir(info.path)

@@ -166,7 +166,8 @@ def _report_run(result, as_json: bool, ray_started: bool) -> None:
     print(
         f"val accuracy {summary['val_accuracy']:.4f} after {summary['epochs']} epochs "
         f"(mean of the last 3: {summary['val_accuracy_last3_mean']:.4f}, best: "
-        f"{summary['val_accuracy_best']:.4f})\ncheckpoint {summary['checkpoint']}\n"
+        f"{summary['val_accuracy_best']:.4f})\ncheckpoint {summary['checkpoint']} (best: "
+        f"{summary['best_checkpoint']})\n"
         f"MLflow run {summary['run_id']} in {summary['tracking_uri']}\n"
         f"{ui_hint(summary['tracking_uri'])}"
     )
@@ -192,9 +193,20 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--checkpoint", required=True, help="a checkpoint_epoch_NNNN folder or its checkpoint.pt"
+        "--checkpoint",
+        required=True,
+        help="best or latest (of --run), an MLflow runs:/<id> URI (that run's best), or a "
+        "checkpoint_epoch_NNNN folder or its checkpoint.pt",
     )
-    parser.add_argument("--shards", required=True, help="a folder of `hm2bp convert` (or URI)")
+    parser.add_argument(
+        "--run", help="for best or latest: a run folder (run.storage_path/run.name) or runs:/<id>"
+    )
+    parser.add_argument(
+        "--tracking-uri", help="the MLflow store of runs:/ URIs (default: as `hm2bp train`'s)"
+    )
+    parser.add_argument(
+        "--shards", help="a folder of `hm2bp convert` or URI (default: the run's own shards)"
+    )
     parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -202,9 +214,10 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from hm2bp.orchestration.evaluate import evaluate
+    from hm2bp.orchestration.evaluate import evaluate, resolve_checkpoint
 
-    result = evaluate(args.checkpoint, args.shards, args.split, args.device, args.batch_size)
+    checkpoint = resolve_checkpoint(args.checkpoint, args.run, args.tracking_uri)
+    result = evaluate(checkpoint, args.shards, args.split, args.device, args.batch_size)
     _emit(result.format(), result.summary(), args.json)
     return 0
 
@@ -334,21 +347,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the traceback of an expected failure too (bad input, config, store)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, add_arguments, run) in _commands().items():
+    for name, (help_text, add_arguments, handler) in _commands().items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(cmd)
-        cmd.set_defaults(run=run)
+        cmd.set_defaults(handler=handler)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "run", None) is None:
+    if getattr(args, "handler", None) is None:
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        return args.handler(args)
     except Exception as err:
         found = expected_failure(err)
         if found is None or args.traceback:

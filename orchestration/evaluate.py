@@ -3,8 +3,9 @@
 The checkpoint holds the experiment config and the weights by name (`layers.<i>.weight`, saved
 on the CPU), so a model trained with the Triton backend on a GPU evaluates with the reference
 backend on a CPU, or the other way round (`HM2BP_BACKEND` or the device picks the backend). The
-shards are checked against the checkpoint's config first (T, input count, classes, encoder), as for
-training, and read in this process with pyarrow: no Ray is needed.
+shards (by default those the run trained on) are checked against the checkpoint's config first (T,
+input count, classes, encoder), as for training, and read in this process with pyarrow: no Ray is
+needed. `resolve_checkpoint` turns `best`, `latest` and MLflow `runs:/<id>` URIs into a folder.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from hm2bp.orchestration import tracking
 from hm2bp.orchestration.batches import columns
-from hm2bp.orchestration.checkpoint import load_state
+from hm2bp.orchestration.checkpoint import best_and_latest, load_state
 from hm2bp.orchestration.config import config_from_dict, manifest_problems, network_spec
 from hm2bp.orchestration.schema import ConfigError
 from hm2bp.orchestration.session import LocalSession
@@ -58,21 +60,42 @@ class Evaluation:
         )
 
 
+def resolve_checkpoint(
+    checkpoint: str, run: str | None = None, tracking_uri: str | None = None
+) -> str:
+    """The checkpoint that `checkpoint` names: `best` or `latest` of `run` (a run folder,
+    `run.storage_path/run.name`, or an MLflow `runs:/<id>` URI found in `tracking_uri`'s store),
+    an MLflow `runs:/<id>` URI alone (that run's best), or a checkpoint folder or file as given."""
+    if checkpoint.startswith(tracking.RUNS_URI):
+        return resolve_checkpoint("best", checkpoint, tracking_uri)
+    if checkpoint not in ("best", "latest"):
+        return checkpoint
+    if run is None:
+        raise ValueError(
+            f"--checkpoint {checkpoint}: of which run? (expected --run with a run folder, "
+            "run.storage_path/run.name, or an MLflow runs:/<id> URI)"
+        )
+    if run.startswith(tracking.RUNS_URI):
+        run = tracking.run_folder(run, tracking_uri)
+    best, latest = best_and_latest(absolute(run))
+    return best if checkpoint == "best" else latest
+
+
 def evaluate(
     checkpoint: str,
-    shards: str,
+    shards: str | None = None,
     split: str | None = None,
     device: str = "cpu",
     batch_size: int = 256,
 ) -> Evaluation:
     """Evaluate the checkpoint (its folder or `checkpoint.pt`) on `split` of `shards` (default:
-    the config's validation split)."""
+    the config's validation split of the shards it was trained on)."""
     from hm2bp.kernels.network import Network
 
     state = load_state(absolute(checkpoint))
     config = config_from_dict(state["config"], source=f"{checkpoint} (its config)")
     split = split or config.data.val_split
-    shards = absolute(shards)
+    shards = absolute(shards or config.data.shards)
     config = replace(
         config, data=replace(config.data, shards=shards, train_split=split, val_split=split)
     )

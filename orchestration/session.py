@@ -180,7 +180,7 @@ class LocalSession:
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None, epoch: int) -> None:
         if state is not None:
             ckpt.save_state(state, f"{self.run_folder}/{ckpt.folder_name(epoch)}")
-            ckpt.remove_older(self.run_folder, keep=2)
+            ckpt.prune(self.run_folder, keep={epoch, ckpt.best_epochs(state["history"])})
         self.reported.append(metrics)
 
     def progress(self, total: int, desc: str):

@@ -144,7 +144,12 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep_name: str, parent
         callbacks=[TuneReportCallback()],
         parent_run_id=parent_run_id,
     )
-    return {**result.history[-1], "checkpoint": result.checkpoint, "run_id": result.run_id}
+    return {
+        **result.history[-1],
+        "checkpoint": result.checkpoint,
+        "best_checkpoint": result.best_checkpoint,
+        "run_id": result.run_id,
+    }
 
 
 @dataclass(frozen=True)

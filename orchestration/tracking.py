@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "hm2bp.run_key"
 NODES_TAG = "hm2bp.nodes"  # the Ray node ids the run's workers ran on, comma-separated
+CHECKPOINT_TAG = "hm2bp.checkpoint.{}"  # .latest and .best: the run's checkpoint folders
 _TAG_LIMIT = 5000  # MLflow refuses tag values above 8,000 characters
 # A marker metric logged with every epoch: its history says which epochs the run holds.
 EPOCH_METRIC = "epoch"
@@ -184,6 +185,32 @@ def nodes_used(nodes: Sequence[Sequence[str]]) -> list[str]:
     return list(dict.fromkeys(node for epoch in nodes for node in epoch))
 
 
+RUNS_URI = "runs:/"
+
+
+@capped_http()
+def run_folder(runs_uri: str, tracking_uri: str | None = None) -> str:
+    """The run folder (`run.storage_path/run.name`) of the MLflow run `runs:/<id>`, from its
+    params; raises `TrackingError` naming the store and the run."""
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    run_id = runs_uri.removeprefix(RUNS_URI).strip("/")
+    try:
+        params = MlflowClient(uri).get_run(run_id).data.params
+    except Exception as err:
+        raise TrackingError(
+            f"tracking store {uri}: {runs_uri}: {type(err).__name__}: {err} (expected the id of "
+            "a run that `hm2bp train` logged there; --tracking-uri names another store)"
+        ) from err
+    if "run.storage_path" not in params or "run.name" not in params:
+        raise TrackingError(
+            f"tracking store {uri}: {runs_uri} has no run.storage_path and run.name params "
+            "(expected a run that `hm2bp train` logged, not a sweep's parent)"
+        )
+    return f"{params['run.storage_path'].rstrip('/')}/{params['run.name']}"
+
+
 @capped_http()
 def finish_run(ref: RunRef, failed: bool = False) -> None:
     """Mark the run FAILED or FINISHED; raises `TrackingError` naming the URI if the store fails."""
@@ -199,13 +226,19 @@ def finish_run(ref: RunRef, failed: bool = False) -> None:
         ) from err
 
 
-def complete_run(ref: RunRef, history: Sequence[Mapping[str, float]]) -> str | None:
-    """The driver's end of a trained run: log the epochs of `history` (the final checkpoint's)
-    that the run lacks, since rank 0 retries a failed log only at its next epoch, then mark the run
-    FINISHED. Returns None, or the problem naming the store and the epochs the run lacks; the run
-    is then left RUNNING, and a rerun of the same command logs them and finishes it."""
+def complete_run(
+    ref: RunRef, history: Sequence[Mapping[str, float]], checkpoints: Mapping[str, str]
+) -> str | None:
+    """The driver's end of a trained run: tag its checkpoints (`checkpoints`: `latest` and `best`
+    to their folders), log the epochs of `history` (the final checkpoint's) that the run lacks,
+    since rank 0 retries a failed log only at its next epoch, then mark the run FINISHED. Returns
+    None, or the problem naming the store and the epochs the run lacks; the run is then left
+    RUNNING, and a rerun of the same command logs them and finishes it."""
     logger = EpochLogger(ref)
     logger.sync(history)
+    if logger.failure is None:  # a store that failed is not asked again, only to finish
+        for which, folder in checkpoints.items():
+            logger.tag(CHECKPOINT_TAG.format(which), folder)
     epochs = list(range(len(history)))
     if logger.logged is None:
         lacking = f"may lack any of epochs {epochs} (it could not be read)"
@@ -269,14 +302,16 @@ class EpochLogger:
                 return
             self.logged.add(epoch)
 
+    def tag(self, key: str, value: str) -> None:
+        self._try(f"tagging {key}", self.client.set_tag, self.ref.run_id, key, value[:_TAG_LIMIT])
+
     def tag_nodes(self, nodes: Sequence[Sequence[str]]) -> None:
         """Tag the run with the nodes its workers ran on, over every epoch so far."""
         used = nodes_used(nodes)
         value = ",".join(used)
         if len(value) > _TAG_LIMIT:  # a very large cluster: the ids' first 12 characters
             value = f"{len(used)} nodes: " + ",".join(node[:12] for node in used)
-        self._try("tagging the nodes", self.client.set_tag, self.ref.run_id, NODES_TAG,
-                  value[:_TAG_LIMIT])  # fmt: skip
+        self.tag(NODES_TAG, value)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self._try(

@@ -46,7 +46,8 @@ from hm2bp.pipelines.storage import absolute, check_shared
 class TrainResult:
     val_accuracy: float
     history: list[dict[str, float]]
-    checkpoint: str
+    checkpoint: str  # the latest
+    best_checkpoint: str  # of the highest val_accuracy (the latest among equals)
     run_folder: str
     run_id: str
     tracking_uri: str
@@ -62,6 +63,7 @@ class TrainResult:
             "val_accuracy_best": max(accuracies),
             "epochs": len(self.history),
             "checkpoint": self.checkpoint,
+            "best_checkpoint": self.best_checkpoint,
             "run_folder": self.run_folder,
             "run_id": self.run_id,
             "tracking_uri": self.tracking_uri,
@@ -159,7 +161,13 @@ def build_trainer(
             name=config.run.name,
             storage_path=config.run.storage_path,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # The best checkpoint by validation accuracy and, always, the latest (Ray Train's
+            # rule; `checkpoint.best_epochs` finds the same best, the later among equals).
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1,
+                checkpoint_score_attribute=ckpt.SCORE,
+                checkpoint_score_order="max",
+            ),
             callbacks=list(callbacks) or None,
             # Ray Train logs every report and checkpoint at INFO; our epoch line says it once.
             logging_config=LoggingConfig(log_level="WARNING"),
@@ -230,26 +238,28 @@ def train(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    trainer = build_trainer(
-        config, manifest, run, ray.cluster_resources().get("CPU", 1.0), callbacks
-    )
     run_folder = f"{config.run.storage_path.rstrip('/')}/{config.run.name}"
     try:
+        trainer = build_trainer(  # reads the validation set: a bad shard fails the run here
+            config, manifest, run, ray.cluster_resources().get("CPU", 1.0), callbacks
+        )
         result = trainer.fit()
         # Ray gives the path inside the storage filesystem; rebuild it from the run folder (a URI
         # keeps its scheme).
         checkpoint = f"{run_folder}/{PurePosixPath(result.checkpoint.path).name}"
         state = ckpt.load_state(checkpoint)
         history = state["history"]
+        best = f"{run_folder}/{ckpt.folder_name(ckpt.best_epochs(history))}"
     except BaseException:
         with contextlib.suppress(Exception):  # a failing store must not hide the training error
             tracking.finish_run(run, failed=True)
         raise
-    problem = tracking.complete_run(run, history)
+    problem = tracking.complete_run(run, history, {"latest": checkpoint, "best": best})
     return TrainResult(
         val_accuracy=history[-1]["val_accuracy"],
         history=history,
         checkpoint=checkpoint,
+        best_checkpoint=best,
         run_folder=run_folder,
         run_id=run.run_id,
         tracking_uri=run.uri,

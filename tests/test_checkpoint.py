@@ -1,4 +1,5 @@
-"""Checkpoints: atomic, digested, found newest first, pruned, loadable on the CPU."""
+"""Checkpoints: atomic, digested, found newest first, the best and latest kept, loadable on the
+CPU."""
 
 import pytest
 import torch
@@ -22,9 +23,36 @@ def test_save_load_latest_and_prune(tmp_path):
     loaded = ckpt.load_state(latest)
     assert loaded["epoch"] == 3 and torch.equal(loaded["model"], torch.full((2,), 3))
     assert ckpt.load_state(f"{latest}/checkpoint.pt")["epoch"] == 3
-    ckpt.remove_older(run, keep=2)
+    ckpt.prune(run, keep={1, 3})
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["checkpoint_epoch_0004", "checkpoint_epoch_0009"]
+    assert names == ["checkpoint_epoch_0001", "checkpoint_epoch_0003"]
+
+
+def test_the_best_is_the_later_of_equal_scores_and_kept_beside_the_latest(tmp_path):
+    accuracies = [0.2, 0.6, 0.5, 0.6, 0.4]
+    history = [{"val_accuracy": a} for a in accuracies]
+    assert ckpt.best_epochs(history) == 4  # 0.6 after epochs 2 and 4: the later, as Ray keeps
+    assert ckpt.best_epochs(history[:3]) == 2
+    run = str(tmp_path / "run")
+    for epoch in range(1, 6):
+        ckpt.save_state(
+            {**state(epoch), "history": history[:epoch]}, f"{run}/{ckpt.folder_name(epoch)}"
+        )
+    ckpt.prune(run, keep={5, ckpt.best_epochs(history)})
+    assert ckpt.best_and_latest(run) == (
+        f"{run}/checkpoint_epoch_0004",
+        f"{run}/checkpoint_epoch_0005",
+    )
+    ckpt.prune(run, keep={5})  # a run of an older hm2bp that kept the last two only
+    with pytest.raises(
+        FileNotFoundError,
+        match="checkpoint_epoch_0004: the run's best checkpoint .after epoch 4. is gone",
+    ):
+        ckpt.best_and_latest(run)
+    with pytest.raises(
+        FileNotFoundError, match="no checkpoint_epoch_NNNN folder .expected the run folder"
+    ):
+        ckpt.best_and_latest(str(tmp_path))
 
 
 def test_missing_checkpoint_names_what_was_expected(tmp_path):

@@ -314,13 +314,25 @@ def test_the_cluster_walkthrough_runs_as_written(cluster, tmp_path):
         assert run.info.status == "FINISHED" and run.info.run_name == "demo-cluster"
         worker_nodes = {node.node_id for node in cluster.workers}
         assert set(run.data.tags[NODES_TAG].split(",")) == worker_nodes
-        # The sweep: four trials, each a child run, on both worker nodes (one slot each).
+        # The sweep: a parent run with the search space and the best value; four trials, each a
+        # child run of two epochs with its grid point, on both worker nodes (one slot each).
         swept = _summary(outputs[2])
+        parent = client.get_run(swept["parent_run_id"])
+        assert parent.info.status == "FINISHED"
+        assert parent.data.params["search.optimizer.lr"] == json.dumps({"grid": [1e-3, 3e-3]})
+        assert parent.data.metrics["best_val_accuracy"] == pytest.approx(swept["best_value"])
         children = client.search_runs(
             [run.info.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{swept['parent_run_id']}'",
         )
         assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+        grid = {(float(c.data.params["optimizer.lr"]),
+                 int(c.data.params["network.layers.0.threshold"])) for c in children}  # fmt: skip
+        assert grid == {(1e-3, 5), (1e-3, 10), (3e-3, 5), (3e-3, 10)}
+        for child in children:
+            assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
+        names = {c.info.run_name.removeprefix("demo-sweep-") for c in children}
+        assert {t["trial"] for t in swept["trials"]} == names
         assert {c.data.tags[NODES_TAG] for c in children} == worker_nodes
         assert "demo-cluster" in outputs[3]
     finally:

@@ -48,8 +48,12 @@ def test_epochs_are_logged_once_and_a_rerun_continues_the_same_run(tmp_path):
     logger.sync(history[:1])
     logger.sync(history)  # epoch 0 is not logged again
     # The driver's end of training logs what rank 0 did not (epoch 2), then finishes the run.
-    assert tracking.complete_run(ref, [*history, {"val_accuracy": 0.6}]) is None
-    assert MlflowClient(uri).get_run(ref.run_id).info.status == "FINISHED"
+    checkpoints = {"latest": "/r/checkpoint_epoch_0003", "best": "/r/checkpoint_epoch_0002"}
+    assert tracking.complete_run(ref, [*history, {"val_accuracy": 0.6}], checkpoints) is None
+    finished = MlflowClient(uri).get_run(ref.run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["hm2bp.checkpoint.latest"] == "/r/checkpoint_epoch_0003"
+    assert finished.data.tags["hm2bp.checkpoint.best"] == "/r/checkpoint_epoch_0002"
 
     again = _open(uri, **{"optimizer.lr": 0.001, "seed": 1})  # the same run key: the same run
     assert again.run_id == ref.run_id
@@ -71,6 +75,6 @@ def test_a_store_that_drops_mid_run_is_reported_not_raised(tmp_path):
     logger = tracking.EpochLogger(tracking.RunRef(server, "0123", "1"))
     logger.sync([{"val_accuracy": 0.5}])  # training goes on
     assert logger.failure is not None and logger.logged is None
-    problem = tracking.complete_run(tracking.RunRef(server, "0123", "1"), [{}, {}])
+    problem = tracking.complete_run(tracking.RunRef(server, "0123", "1"), [{}, {}], {})
     assert problem.startswith(f"tracking store {server} failed at the end of training")
     assert "MLflow run 0123 may lack any of epochs [0, 1]" in problem

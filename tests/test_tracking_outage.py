@@ -69,7 +69,7 @@ def test_the_drivers_calls_to_a_degraded_server_fail_within_seconds(degraded_uri
         tracking.open_run(degraded_uri, "exp", "run", "key", params={})
     with pytest.raises(tracking.TrackingError, match="could not be marked FAILED"):
         tracking.finish_run(ref, failed=True)
-    problem = tracking.complete_run(ref, [{"val_accuracy": 0.5}])
+    problem = tracking.complete_run(ref, [{"val_accuracy": 0.5}], {"latest": "/r/c"})
     assert problem.startswith(f"tracking store {degraded_uri} failed at the end of training")
     assert time.perf_counter() - started < 60  # does not hang for MLflow's minutes of retries
     assert not [name for name in _CAP if name in os.environ]  # the cap is lifted after each call
@@ -153,10 +153,10 @@ def test_a_server_back_before_the_run_ends_gets_every_epoch_once(
     restarted: dict[str, float] = {}
     complete_run = tracking.complete_run
 
-    def back_first(ref, history):  # the server returns as the driver ends the run
+    def back_first(ref, history, checkpoints):  # the server returns as the driver ends the run
         mlflow_server.start()
         restarted["at_ms"] = time.time() * 1000
-        return complete_run(ref, history)
+        return complete_run(ref, history, checkpoints)
 
     monkeypatch.setattr(tracking, "complete_run", back_first)
     result = train(config)

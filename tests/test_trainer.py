@@ -102,13 +102,37 @@ def test_two_workers_train_track_and_resume_on_rerun(shards, tmp_path, capsys):
     assert plots == {"plots/learning_curves.png", "plots/confusion_matrix.png",
                      "plots/output_raster.png"}  # fmt: skip
 
-    # The same run name again, with one more epoch: it resumes, in Ray Train and in MLflow.
-    again = _train_cli(shards, tmp_path, capsys, "train.epochs=3")
+    # The same run name again, with one more epoch: it resumes, in Ray Train and in MLflow. Its
+    # learning rate, raised a thousandfold, wrecks the third epoch: the best checkpoint is kept.
+    again = _train_cli(shards, tmp_path, capsys, "train.epochs=3", "optimizer.lr=10")
     assert again["run_id"] == summary["run_id"] and again["epochs"] == 3
     steps = [m.step for m in client.get_metric_history(summary["run_id"], "epoch")]
     assert steps == [0, 1, 2]
-    first_two = [m.value for m in client.get_metric_history(summary["run_id"], "val_accuracy")]
-    assert first_two[:2] == [m.value for m in history]
+    accuracies = [m.value for m in client.get_metric_history(summary["run_id"], "val_accuracy")]
+    assert accuracies[:2] == [m.value for m in history]
+    assert accuracies[2] < max(accuracies[:2]), accuracies
+    best = f"{tmp_path}/runs/demo/checkpoint_epoch_000{accuracies.index(max(accuracies)) + 1}"
+    latest = f"{tmp_path}/runs/demo/checkpoint_epoch_0003"
+    assert (again["checkpoint"], again["best_checkpoint"]) == (latest, best)
+    kept = sorted(str(p) for p in (tmp_path / "runs" / "demo").glob("checkpoint_epoch_*"))
+    assert kept == sorted({best, latest})
+    tags = client.get_run(summary["run_id"]).data.tags
+    assert (tags["hm2bp.checkpoint.latest"], tags["hm2bp.checkpoint.best"]) == (latest, best)
+
+    # `hm2bp evaluate` finds the best by name, by run folder or by MLflow run, on the run's shards.
+    evaluated = []
+    for named in (
+        ["--checkpoint", "best", "--run", f"{tmp_path}/runs/demo"],
+        ["--checkpoint", f"runs:/{summary['run_id']}", "--tracking-uri", summary["tracking_uri"]],
+        ["--checkpoint", "latest", "--run", f"runs:/{summary['run_id']}",
+         "--tracking-uri", summary["tracking_uri"]],
+    ):  # fmt: skip
+        assert cli.main(["evaluate", *named, "--json"]) == 0
+        evaluated.append(_json_line(capsys.readouterr().out))
+    assert [e["checkpoint"] for e in evaluated] == [best, best, latest]
+    expected = [max(accuracies)] * 2 + [accuracies[2]]  # batches of another size: to rounding
+    assert [e["accuracy"] for e in evaluated] == pytest.approx(expected, abs=0.011)
+    assert {e["shards"] for e in evaluated} == {shards}
 
 
 @pytest.mark.e2e

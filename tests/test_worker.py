@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hm2bp.orchestration.checkpoint import latest_checkpoint, load_state
+from hm2bp.orchestration.checkpoint import best_epochs, latest_checkpoint, load_state
 from hm2bp.orchestration.config import ConfigError
 from hm2bp.orchestration.evaluate import evaluate
 from hm2bp.orchestration.worker import run_local
@@ -39,10 +39,8 @@ def test_run_local_reports_every_metric_and_checkpoints_each_epoch(trained):
     assert state["epoch"] == 2 and state["history"] == history
     assert state["nodes"] == [["local"], ["local"]]  # each epoch's node of each rank
     assert sum(map(sum, state["confusion"])) == 100  # every validation sample, once
-    assert sorted(p.name for p in Path(root, "runs", "demo").iterdir()) == [
-        "checkpoint_epoch_0001",
-        "checkpoint_epoch_0002",
-    ]
+    kept = {"checkpoint_epoch_0002", f"checkpoint_epoch_000{best_epochs(history)}"}  # latest, best
+    assert {p.name for p in Path(root, "runs", "demo").iterdir()} == kept
 
 
 def test_a_checkpoint_evaluates_on_its_own(trained, shards):
