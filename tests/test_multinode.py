@@ -327,8 +327,8 @@ def test_the_cluster_walkthrough_runs_as_written(cluster, tmp_path):
         )
         assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
         grid = {(float(c.data.params["optimizer.lr"]),
-                 int(c.data.params["network.layers.0.threshold"])) for c in children}  # fmt: skip
-        assert grid == {(1e-3, 5), (1e-3, 10), (3e-3, 5), (3e-3, 10)}
+                 float(c.data.params["network.layers.0.threshold"])) for c in children}  # fmt: skip
+        assert grid == {(1e-3, 5.0), (1e-3, 10.0), (3e-3, 5.0), (3e-3, 10.0)}
         for child in children:
             assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
         names = {c.info.run_name.removeprefix("demo-sweep-") for c in children}
