@@ -17,6 +17,7 @@ import torch
 from hm2bp.kernels.backend import load_backend
 from hm2bp.kernels.backward import LayerRecord, hm2bp_gradients
 from hm2bp.kernels.layers import Dense, Layer, build_layer
+from hm2bp.kernels.neuron import ScanResult
 from hm2bp.kernels.output_error import OutputError, output_error
 from hm2bp.kernels.precision import ieee_float32
 from hm2bp.kernels.spec import NetworkSpec
@@ -112,38 +113,54 @@ class Network(nn.Module):
 
         With `labels` `[B]`, `loss.backward()` fills `.grad` with the HM2-BP gradient (batch mean
         plus regulariser); `sample_weights` `[B]` (boosting, spec 4.10) multiply the output error.
+        Without gradients (`torch.no_grad()`, as in validation) nothing is kept for a backward: a
+        layer's input and current (`[T, B, N]` each) are freed as soon as its scan no longer needs
+        them, so the peak is one layer's, not the whole network's (docs/benchmarks.md).
         """
         x = self._check_spikes(spikes)
         steps, batch = x.shape[:2]
-        records: list[LayerRecord] = []
+        backward = labels is not None and torch.is_grad_enabled()
+        records: list[LayerRecord] = []  # every layer's, for a backward
+        stats: dict[str, float] = {}
+        rasters = []
+        scan = None
         with torch.no_grad():
             for layer in self.layers:
-                records.append(self._layer_forward(layer, x))
-                x = records[-1].scan.spikes
-        counts = records[-1].scan.counts
-        stats = self._stats(records)
+                if backward:
+                    records.append(self._layer_forward(layer, x))
+                    scan = records[-1].scan
+                else:
+                    current = self._current(layer, x)
+                    x = scan = None  # the input: the previous scan's spikes, freed before this scan
+                    scan = self._scan(layer, current)
+                    del current
+                x = scan.spikes
+                stats.update(self._stats(layer, scan.counts))
+                rasters.append(x.to(torch.uint8).view(steps, batch, *layer.out_shape))
+        counts = scan.counts
         loss = None
         if labels is not None:
             labels, weights = self._check_targets(labels, sample_weights, batch)
             with torch.no_grad():
-                error = output_error(records[-1].scan, labels, weights, self.spec, self._trace)
+                error = output_error(scan, labels, weights, self.spec, self._trace)
             stats["lateral_guard_triggers"] = float(error.guard_triggers)
-            loss = self._attach_gradient(records, error)
+            loss = self._attach_gradient(records, error) if backward else error.loss.detach()
         else:
             stats["lateral_guard_triggers"] = 0.0
-        rasters = tuple(
-            record.scan.spikes.to(torch.uint8).view(steps, batch, *layer.out_shape)
-            for layer, record in zip(self.layers, records, strict=True)
-        )
-        return StepOutput(counts, counts.argmax(dim=1), loss, stats, rasters)
+        return StepOutput(counts, counts.argmax(dim=1), loss, stats, tuple(rasters))
 
     def _trace(self, x: torch.Tensor, decay: float) -> torch.Tensor:
         return self.backend.exp_trace(x, decay)
 
     def _layer_forward(self, layer: Layer, x: torch.Tensor) -> LayerRecord:
-        """The current of all T*B steps at once (fc layers: the backend's `fc_current`, a GEMM or
-        the CPU backend's event-driven sum; conv and pooling: the layer's map), then the scan
-        over T (spec 1.1, 6.2)."""
+        """A layer's record for the backward: its input `[T, B, N_in]`, current and scan."""
+        current = self._current(layer, x)
+        return LayerRecord(x.reshape(*x.shape[:2], -1), current, self._scan(layer, current))
+
+    def _current(self, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+        """The current `[T, B, N_out]` of all T*B steps at once (fc layers: the backend's
+        `fc_current`, a GEMM or the CPU backend's event-driven sum; conv and pooling: the
+        layer's map; spec 1.1, 6.2)."""
         steps, batch = x.shape[:2]
         flat = x.reshape(steps * batch, -1)
         with ieee_float32():  # never TF32 here: spikes are discontinuous in the current
@@ -151,9 +168,12 @@ class Network(nn.Module):
                 current = self.backend.fc_current(flat, layer.weight)
             else:
                 current = layer.current(flat.to(self.dtype))
-        current = current.view(steps, batch, -1)
+        return current.view(steps, batch, -1)
+
+    def _scan(self, layer: Layer, current: torch.Tensor) -> ScanResult:
+        """The layer's neurons scanned over T (spec 1.1): lateral inhibition at the output."""
         lateral = self.spec.lateral_strength if layer.spec.kind == "output" else 0.0
-        scan = self.backend.lif_scan(
+        return self.backend.lif_scan(
             current,
             layer.neuron,
             layer.slack,
@@ -161,7 +181,6 @@ class Network(nn.Module):
             window=self.spec.window_emulated,
             physics_exact=self.spec.physics_exact,
         )
-        return LayerRecord(x.reshape(steps, batch, -1), current, scan)
 
     def _attach_gradient(self, records: list[LayerRecord], error: OutputError) -> torch.Tensor:
         layers = list(self.layers)
@@ -173,13 +192,12 @@ class Network(nn.Module):
 
         return _HM2BPGradient.apply(error.loss, gradients, *weights)
 
-    def _stats(self, records: list[LayerRecord]) -> dict[str, float]:
-        stats: dict[str, float] = {}
-        for layer, record in zip(self.layers, records, strict=True):
-            counts = record.scan.counts
-            stats[f"{layer.name}/mean_spikes"] = float(counts.mean())
-            stats[f"{layer.name}/silent_fraction"] = float((counts == 0).to(counts.dtype).mean())
-        return stats
+    @staticmethod
+    def _stats(layer: Layer, counts: torch.Tensor) -> dict[str, float]:
+        return {
+            f"{layer.name}/mean_spikes": float(counts.mean()),
+            f"{layer.name}/silent_fraction": float((counts == 0).to(counts.dtype).mean()),
+        }
 
     def _check_spikes(self, spikes: torch.Tensor) -> torch.Tensor:
         if not isinstance(spikes, torch.Tensor):

@@ -140,9 +140,10 @@ class OptimizerConfig:
 class TrainConfig:
     epochs: int = bounded(low=1)
     batch_size: int = bounded(1, low=1)  # per worker; the reference trained at 1 only
-    # Validation keeps every layer's [T, B, N] record to compute its loss: at 256, T = 1000 and
-    # 800 neurons that peaked near 10 GiB per worker; at 32 the GEMMs still have B*T >= 3,200 rows.
-    eval_batch_size: int = bounded(32, low=1)
+    # Validation frees each layer's input and current once used: 8.2 MiB a sample on the largest
+    # shipped network (78-800-800-26, T = 1000; bench/validation_memory.py), so 64 takes about
+    # 0.5 GiB per worker, what 32 took when every layer's record was kept.
+    eval_batch_size: int = bounded(64, low=1)
     # Boosting sample weights (spec 4.10). null: on only with one worker and batch_size 1, the
     # only setting where the reference's per-sample weights mean what they meant there.
     boosting: bool | None = None

@@ -50,6 +50,29 @@ def test_step_output_and_stats():
     assert net(spikes()).loss is None
 
 
+def test_a_forward_without_gradients_frees_records_and_changes_nothing():
+    """Validation's forward keeps nothing for a backward; its outputs equal the training forward's
+    (a three-layer network, so a hidden layer's record is freed before the next scan)."""
+    spec = NetworkSpec(
+        input_shape=(20,),
+        layers=(
+            LayerSpec("fc", NeuronConstants(threshold=1.0), size=12),
+            LayerSpec("fc", NeuronConstants(threshold=1.0), size=10),
+            LayerSpec("output", NeuronConstants(threshold=1.0), size=3),
+        ),
+    )
+    net = Network(spec, seed=1)
+    x, labels = spikes(batch=4, seed=2), torch.tensor([0, 2, 1, 0])
+    trained = net(x, labels)
+    with torch.no_grad():
+        validated = net(x, labels)
+    assert validated.loss.grad_fn is None and trained.loss.grad_fn is not None
+    assert torch.equal(validated.loss, trained.loss.detach())
+    assert torch.equal(validated.counts, trained.counts)
+    assert validated.stats == trained.stats and validated.stats["fc1/mean_spikes"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(validated.spikes, trained.spikes, strict=True))
+
+
 def strict_scan(counts: list[float]) -> int:
     """Spec section 1.4: a strict ">" scan, so ties go to the lowest index, all silent to 0."""
     best = 0
