@@ -36,10 +36,9 @@ $(S3_VENV)/.installed: constraints-s3.txt
 demo: $(VENV)/.installed
 	$(VENV)/bin/hm2bp demo
 
-# The three venvs install side by side (mostly downloads: a minute and a half less on a fresh
-# machine). pytest exits 5 when it collects no tests; that is not a failure of the project.
-test:
-	$(MAKE) -j3 $(VENV)/.installed $(MLFLOW_VENV)/.installed $(S3_VENV)/.installed
+# pytest exits 5 when it collects no tests; that is not a failure of the project. `make -j3 test`
+# installs the three venvs side by side (CI does: mostly downloads, minutes less on a new machine).
+test: $(VENV)/.installed $(MLFLOW_VENV)/.installed $(S3_VENV)/.installed
 	$(PY) -m ruff check .
 	HM2BP_MLFLOW_SERVER=$(abspath $(MLFLOW_VENV))/bin/mlflow \
 	HM2BP_S3_SERVER=$(abspath $(S3_VENV))/bin/moto_server \

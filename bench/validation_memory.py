@@ -3,8 +3,8 @@
 `configs/ti46_alpha.yaml` (78-800-800-26, T = 1000) with random input spikes.
 
 Each case runs in a fresh process: the peak is the process's maximum resident set during the
-forward minus before it (the network and the input already built). Prints a markdown table; record
-it in docs/benchmarks.md, and set `train.eval_batch_size` from it.
+forward minus its resident set just before (the network and the input already built). Prints a
+markdown table; record it in docs/benchmarks.md, and set `train.eval_batch_size` from it.
 
     .venv/bin/python bench/validation_memory.py [--batches 32 64 128 256] [--T 1000]
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,6 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _resident_mib() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def measure(batch: int, steps: int, density: float) -> dict[str, float]:
@@ -42,7 +48,7 @@ def measure(batch: int, steps: int, density: float) -> dict[str, float]:
     labels = torch.randint(0, config.network.n_classes, (batch,))
     with torch.no_grad():  # compiled kernels loaded first, at a negligible size
         network(spikes[:10, :1], labels[:1])
-    before = _peak_mib()
+    before = _resident_mib()  # now, not the peak so far (the float input drawn above is gone)
     started = time.perf_counter()
     with torch.no_grad():
         out = network(spikes, labels)

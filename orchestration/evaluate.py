@@ -67,8 +67,18 @@ def resolve_checkpoint(
     `run.storage_path/run.name`, or an MLflow `runs:/<id>` URI found in `tracking_uri`'s store),
     an MLflow `runs:/<id>` URI alone (that run's best), or a checkpoint folder or file as given."""
     if checkpoint.startswith(tracking.RUNS_URI):
+        if run is not None:
+            raise ValueError(
+                f"--run {run}: given with --checkpoint {checkpoint}, which names its run (expected "
+                "--run only with --checkpoint best or latest)"
+            )
         return resolve_checkpoint("best", checkpoint, tracking_uri)
     if checkpoint not in ("best", "latest"):
+        if run is not None or tracking_uri is not None:
+            raise ValueError(
+                f"--checkpoint {checkpoint}: a checkpoint folder needs no --run or --tracking-uri "
+                "(expected them only with --checkpoint best, latest or runs:/<id>)"
+            )
         return checkpoint
     if run is None:
         raise ValueError(

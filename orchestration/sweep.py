@@ -259,6 +259,7 @@ def _finish(sweep: Sweep, parent: tracking.RunRef, results) -> SweepResult:
                 "config": result.config,
                 settings.metric: metrics.get(settings.metric),
                 "epochs": metrics.get("training_iteration"),
+                "best_checkpoint": metrics.get("best_checkpoint"),
                 "error": None if result.error is None else str(result.error),
             }
         )

@@ -195,7 +195,7 @@ def run_folder(runs_uri: str, tracking_uri: str | None = None) -> str:
     from mlflow.tracking import MlflowClient
 
     uri = resolve_tracking_uri(tracking_uri)
-    run_id = runs_uri.removeprefix(RUNS_URI).strip("/")
+    run_id = runs_uri.removeprefix(RUNS_URI).strip("/").split("/")[0]  # runs:/<id>[/<path>]
     try:
         params = MlflowClient(uri).get_run(run_id).data.params
     except Exception as err:
@@ -229,28 +229,27 @@ def finish_run(ref: RunRef, failed: bool = False) -> None:
 def complete_run(
     ref: RunRef, history: Sequence[Mapping[str, float]], checkpoints: Mapping[str, str]
 ) -> str | None:
-    """The driver's end of a trained run: tag its checkpoints (`checkpoints`: `latest` and `best`
-    to their folders), log the epochs of `history` (the final checkpoint's) that the run lacks,
-    since rank 0 retries a failed log only at its next epoch, then mark the run FINISHED. Returns
-    None, or the problem naming the store and the epochs the run lacks; the run is then left
-    RUNNING, and a rerun of the same command logs them and finishes it."""
+    """The driver's end of a trained run: log the epochs of `history` (the final checkpoint's)
+    that the run lacks, since rank 0 retries a failed log only at its next epoch, tag its
+    checkpoints (`checkpoints`: `latest` and `best` to their folders), then mark the run FINISHED.
+    Returns None, or the problem naming the store and what the run lacks; the run is then left
+    RUNNING, and a rerun of the same command logs it and finishes the run."""
     logger = EpochLogger(ref)
     logger.sync(history)
     if logger.failure is None:  # a store that failed is not asked again, only to finish
-        for which, folder in checkpoints.items():
-            logger.tag(CHECKPOINT_TAG.format(which), folder)
+        logger.tag({CHECKPOINT_TAG.format(which): folder for which, folder in checkpoints.items()})
     epochs = list(range(len(history)))
     if logger.logged is None:
         lacking = f"may lack any of epochs {epochs} (it could not be read)"
     else:
         missing = [epoch for epoch in epochs if epoch not in logger.logged]
-        if not missing:
+        lacking = f"lacks epochs {missing}" if missing else "lacks its checkpoint tags"
+        if logger.failure is None:
             try:
                 finish_run(ref)
                 return None
             except TrackingError as err:
                 return f"{err} (it holds every epoch)"
-        lacking = f"lacks epochs {missing}"
     return (
         f"tracking store {ref.uri} failed at the end of training ({logger.failure}): MLflow run "
         f"{ref.run_id} {lacking}; the checkpoint's history holds every epoch: rerun the same "
@@ -302,8 +301,12 @@ class EpochLogger:
                 return
             self.logged.add(epoch)
 
-    def tag(self, key: str, value: str) -> None:
-        self._try(f"tagging {key}", self.client.set_tag, self.ref.run_id, key, value[:_TAG_LIMIT])
+    def tag(self, tags: Mapping[str, str]) -> None:
+        """Set `tags` in one call (values cut to MLflow's limit)."""
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(key, value[:_TAG_LIMIT]) for key, value in tags.items()]
+        self._try(f"tagging {', '.join(tags)}", self.client.log_batch, self.ref.run_id, tags=batch)
 
     def tag_nodes(self, nodes: Sequence[Sequence[str]]) -> None:
         """Tag the run with the nodes its workers ran on, over every epoch so far."""
@@ -311,7 +314,7 @@ class EpochLogger:
         value = ",".join(used)
         if len(value) > _TAG_LIMIT:  # a very large cluster: the ids' first 12 characters
             value = f"{len(used)} nodes: " + ",".join(node[:12] for node in used)
-        self.tag(NODES_TAG, value)
+        self.tag({NODES_TAG: value})
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self._try(

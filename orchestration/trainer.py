@@ -117,8 +117,9 @@ def build_trainer(
     cluster_cpus: float,
     callbacks: Sequence[Any] = (),
 ):
-    """The `TorchTrainer` of a resolved config (not started); `callbacks` go to its `RunConfig`
-    (a Tune driver passes `TuneReportCallback()`)."""
+    """The `TorchTrainer` of a resolved config (not started; the validation set is read into the
+    object store); `callbacks` go to its `RunConfig` (a Tune driver passes
+    `TuneReportCallback()`)."""
     from hm2bp.orchestration.batches import columns
     from hm2bp.pipelines.dataset import read_shards
     from ray.train import (
@@ -176,17 +177,27 @@ def build_trainer(
         ),
         datasets={
             "train": read_shards(data.shards, data.train_split, columns(config, train=True)),
-            # Read (and verified) once, then kept in the object store: every worker iterates the
-            # whole validation set every epoch, and a fresh read each time cost more than the
-            # training itself on small configs (3.8 s of a 4.5 s epoch; docs/benchmarks.md).
-            "val": read_shards(
-                data.shards, data.val_split, columns(config, train=False)
-            ).materialize(),
+            "val": _validation_set(config, columns(config, train=False)),
         },
         # In order: each worker's share is then the same wherever the workers run, so a seed
         # gives the same weights on one node or several.
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest),
     )
+
+
+def _validation_set(config: ExperimentConfig, columns: Sequence[str]):
+    """The val split read (and verified) once, in manifest order, and kept in the object store:
+    every worker iterates all of it every epoch, and a fresh read each time made the demo's epochs
+    several times longer (docs/benchmarks.md)."""
+    import ray.data
+    from hm2bp.pipelines.dataset import read_shards
+
+    options = ray.data.DataContext.get_current().execution_options
+    ordered, options.preserve_order = options.preserve_order, True
+    try:
+        return read_shards(config.data.shards, config.data.val_split, columns).materialize()
+    finally:
+        options.preserve_order = ordered
 
 
 def open_tracking(
@@ -249,7 +260,9 @@ def train(
         checkpoint = f"{run_folder}/{PurePosixPath(result.checkpoint.path).name}"
         state = ckpt.load_state(checkpoint)
         history = state["history"]
-        best = f"{run_folder}/{ckpt.folder_name(ckpt.best_epochs(history))}"
+        # The one Ray Train kept as best: the highest score, the later among equals.
+        kept, _ = max(result.best_checkpoints, key=lambda c: (c[1][ckpt.SCORE], c[0].path))
+        best = f"{run_folder}/{PurePosixPath(kept.path).name}"
     except BaseException:
         with contextlib.suppress(Exception):  # a failing store must not hide the training error
             tracking.finish_run(run, failed=True)

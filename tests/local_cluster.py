@@ -241,14 +241,22 @@ class LocalCluster:
         ones counted dead); else fail with what each missing node's logs say."""
         wanted = {node.node_id for node in nodes}
         deadline = time.monotonic() + seconds
-        while (alive := self.alive_nodes()) != wanted:
+        alive: set[str] = set()
+        asked = "never answered"
+        while True:
+            try:  # a dashboard slow to answer is asked again, not taken for a missing node
+                alive, asked = self.alive_nodes(), "answered"
+            except OSError as error:
+                asked = f"last failed: {error}"
+            if alive == wanted and asked == "answered":
+                return
             if time.monotonic() > deadline:
                 names = {node.node_id: node.name for node in nodes}
                 missing = [node for node in nodes if node.node_id not in alive]
                 raise TimeoutError(
                     f"after {seconds} s the cluster's alive nodes are "
-                    f"{sorted(names.get(i, i) for i in alive)}, not {sorted(names.values())}\n"
-                    + "\n".join(node.diagnosis() for node in missing)
+                    f"{sorted(names.get(i, i) for i in alive)}, not {sorted(names.values())} "
+                    f"(the state API {asked})\n" + "\n".join(n.diagnosis() for n in missing)
                 )
             time.sleep(1)
 
@@ -269,8 +277,12 @@ class LocalCluster:
 
     def stop(self) -> None:
         """The whole cluster at once, by SIGKILL: nothing of it is kept (a graceful stop waits
-        up to 30 s on a node that winds down slowly)."""
+        up to 30 s on a node that winds down slowly). Job drivers run in sessions of their own
+        below their node's processes: they are killed by PID first."""
         for node in self.nodes:
+            for pid in processes_below(node.process.pid, lambda command: True):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(node.process.pid, signal.SIGKILL)
             node.process.wait(timeout=60)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 from hm2bp.kernels.network import Network
@@ -50,9 +52,10 @@ def test_step_output_and_stats():
     assert net(spikes()).loss is None
 
 
-def test_a_forward_without_gradients_frees_records_and_changes_nothing():
-    """Validation's forward keeps nothing for a backward; its outputs equal the training forward's
-    (a three-layer network, so a hidden layer's record is freed before the next scan)."""
+def test_a_forward_without_gradients_frees_records_and_changes_nothing(monkeypatch):
+    """Validation's forward keeps nothing for a backward: a layer's current is gone when the next
+    layer's is computed, and its input (the previous scan's spikes) before its own scan. Its
+    outputs equal the training forward's (three layers, so a hidden layer's record is freed)."""
     spec = NetworkSpec(
         input_shape=(20,),
         layers=(
@@ -64,8 +67,24 @@ def test_a_forward_without_gradients_frees_records_and_changes_nothing():
     net = Network(spec, seed=1)
     x, labels = spikes(batch=4, seed=2), torch.tensor([0, 2, 1, 0])
     trained = net(x, labels)
+    currents, outputs = [], []
+    current, scan = net._current, net._scan
+
+    def freed_current(layer, inputs):
+        assert all(ref() is None for ref in currents), "an earlier layer's current is alive"
+        currents.append(weakref.ref(result := current(layer, inputs)))
+        return result
+
+    def freed_scan(layer, layer_current):
+        assert all(ref() is None for ref in outputs), "this layer's input is alive"
+        outputs.append(weakref.ref((result := scan(layer, layer_current)).spikes))
+        return result
+
+    monkeypatch.setattr(net, "_current", freed_current)
+    monkeypatch.setattr(net, "_scan", freed_scan)
     with torch.no_grad():
         validated = net(x, labels)
+    assert len(currents) == len(outputs) == 3
     assert validated.loss.grad_fn is None and trained.loss.grad_fn is not None
     assert torch.equal(validated.loss, trained.loss.detach())
     assert torch.equal(validated.counts, trained.counts)

@@ -1,9 +1,10 @@
 """`hm2bp sweep`: sweep files validated before any trial, trial concurrency from the cluster's
-resources. A real sweep, read back from MLflow as a parent run and its children, runs on the
-three-node cluster of `test_multinode.py` (docs/cluster.md's walk-through)."""
+resources, and a one-trial sweep on a local Ray read back from MLflow as a parent run and its
+child (a whole grid runs on the three-node cluster of `test_multinode.py`)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hm2bp.orchestration.schema import ConfigError
 from hm2bp.orchestration.search_space import param_space
 from hm2bp.orchestration.sweep import concurrency, load_sweep
 from hm2bp.tests.conftest import PROJECT_ROOT
+from mlflow import MlflowClient
 
 
 def _write_sweep(folder: Path, search: dict, **settings) -> Path:
@@ -101,3 +103,40 @@ def test_trial_workers_leave_a_cpu_for_ray_data_beside_the_driver(workers, expec
     assert config.scaling.cpus_per_worker == pytest.approx(expected)
     pinned = config_from_dict({**base, "scaling": {"workers": workers, "cpus_per_worker": 1.0}})
     assert _with_trial_cpus(pinned, trial_cpus=2.0).scaling.cpus_per_worker == 1.0
+
+
+@pytest.mark.e2e
+def test_a_local_sweep_logs_to_the_default_store_of_its_directory(
+    ray_local, tmp_path, monkeypatch, capsys
+):
+    """One trial on a local Ray, as on a laptop: the sweep's parent and child runs land in
+    `./mlflow.db` of the directory the command started from (Tune runs trials elsewhere). The
+    cluster walk-through of `test_multinode.py` runs a whole grid."""
+    from hm2bp.orchestration.cli import main
+    from hm2bp.pipelines.convert import convert
+
+    monkeypatch.chdir(tmp_path)
+    convert("digits", out=str(tmp_path / "shards"), T=60, split="ratio:0.8", rows_per_shard=400)
+    path = _write_sweep(tmp_path, {"optimizer.lr": {"grid": [3e-3]}}, scheduler={"name": "fifo"})
+    overrides = [
+        f"data.shards={tmp_path / 'shards'}",
+        "data.T=60",
+        "train.epochs=1",
+        "scaling.workers=1",
+        f"run.storage_path={tmp_path / 'runs'}",
+        "tracking.experiment=sweep-test",
+    ]
+    assert main(["sweep", str(path), "--json", *[a for o in overrides for a in ("--set", o)]]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(summary["tracking_uri"])
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["search.optimizer.lr"] == json.dumps({"grid": [3e-3]})
+    (child,) = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert child.info.status == "FINISHED" and float(child.data.params["optimizer.lr"]) == 3e-3
+    assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 1
+    assert summary["trials"][0]["best_checkpoint"].startswith(f"{tmp_path / 'runs'}/lr-")
