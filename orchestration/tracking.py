@@ -41,6 +41,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "hm2bp.run_key"
+SOURCE = Path(__file__).resolve().parent.parent  # the checkout, when installed from one
 NODES_TAG = "hm2bp.nodes"  # the Ray node ids the run's workers ran on, comma-separated
 CHECKPOINT_TAG = "hm2bp.checkpoint.{}"  # .latest and .best: the run's checkpoint folders
 _TAG_LIMIT = 5000  # MLflow refuses tag values above 8,000 characters
@@ -157,7 +158,7 @@ def open_run(
             client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             logged = runs[0].data.params
         else:
-            tags = {RUN_KEY_TAG: run_key}
+            tags = {RUN_KEY_TAG: run_key, **provenance()}
             if parent_run_id:
                 tags["mlflow.parentRunId"] = parent_run_id
             run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
@@ -178,6 +179,41 @@ def open_run(
             "server or a writable sqlite:///<absolute path>)"
         ) from err
     return RunRef(uri, run_id, experiment_id)
+
+
+def provenance() -> dict[str, str]:
+    """Who ran what, for a new run's tags: the hm2bp version, the user, the command line and,
+    installed from a git checkout, its commit (MLflow's own tag names where it has them)."""
+    import getpass
+    import shlex
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    tags = {
+        "hm2bp.version": version("hm2bp"),
+        "mlflow.user": getpass.getuser(),
+        "hm2bp.command": shlex.join(sys.argv)[:_TAG_LIMIT],
+    }
+    if (SOURCE / ".git").exists():
+        with contextlib.suppress(OSError):  # no git on this machine: no commit tag
+            done = subprocess.run(
+                ["git", "-C", str(SOURCE), "rev-parse", "HEAD"], capture_output=True, text=True
+            )
+            if done.returncode == 0:
+                tags["mlflow.source.git.commit"] = done.stdout.strip()
+    return tags
+
+
+def checkpoint_tags(latest: str, best: str, trained_on: Mapping[str, str]) -> dict[str, str]:
+    """A trained run's closing tags: its latest and best checkpoint folders, and the device and
+    backend that trained it (the checkpoint's record, not a guess made before the workers ran)."""
+    return {
+        CHECKPOINT_TAG.format("latest"): latest,
+        CHECKPOINT_TAG.format("best"): best,
+        "hm2bp.device": str(trained_on.get("device")),
+        "hm2bp.backend": str(trained_on.get("backend")),
+    }
 
 
 def nodes_used(nodes: Sequence[Sequence[str]]) -> list[str]:
@@ -227,23 +263,23 @@ def finish_run(ref: RunRef, failed: bool = False) -> None:
 
 
 def complete_run(
-    ref: RunRef, history: Sequence[Mapping[str, float]], checkpoints: Mapping[str, str]
+    ref: RunRef, history: Sequence[Mapping[str, float]], tags: Mapping[str, str]
 ) -> str | None:
     """The driver's end of a trained run: log the epochs of `history` (the final checkpoint's)
-    that the run lacks, since rank 0 retries a failed log only at its next epoch, tag its
-    checkpoints (`checkpoints`: `latest` and `best` to their folders), then mark the run FINISHED.
+    that the run lacks, since rank 0 retries a failed log only at its next epoch, set `tags`
+    (`checkpoint_tags`: where its checkpoints are, what trained it), then mark the run FINISHED.
     Returns None, or the problem naming the store and what the run lacks; the run is then left
     RUNNING, and a rerun of the same command logs it and finishes the run."""
     logger = EpochLogger(ref)
     logger.sync(history)
     if logger.failure is None:  # a store that failed is not asked again, only to finish
-        logger.tag({CHECKPOINT_TAG.format(which): folder for which, folder in checkpoints.items()})
+        logger.tag(tags)
     epochs = list(range(len(history)))
     if logger.logged is None:
         lacking = f"may lack any of epochs {epochs} (it could not be read)"
     else:
         missing = [epoch for epoch in epochs if epoch not in logger.logged]
-        lacking = f"lacks epochs {missing}" if missing else "lacks its checkpoint tags"
+        lacking = f"lacks epochs {missing}" if missing else f"lacks its tags {sorted(tags)}"
         if logger.failure is None:
             try:
                 finish_run(ref)

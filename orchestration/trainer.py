@@ -267,7 +267,8 @@ def train(
         with contextlib.suppress(Exception):  # a failing store must not hide the training error
             tracking.finish_run(run, failed=True)
         raise
-    problem = tracking.complete_run(run, history, {"latest": checkpoint, "best": best})
+    tags = tracking.checkpoint_tags(checkpoint, best, state["trained_on"])
+    problem = tracking.complete_run(run, history, tags)
     return TrainResult(
         val_accuracy=history[-1]["val_accuracy"],
         history=history,

@@ -1,7 +1,11 @@
 """MLflow tracking: store precedence, an unreachable store refused early, each epoch logged once."""
 
+import getpass
+import shlex
 import socket
+import sys
 import time
+from importlib.metadata import version
 
 import pytest
 from hm2bp.orchestration import tracking
@@ -48,12 +52,20 @@ def test_epochs_are_logged_once_and_a_rerun_continues_the_same_run(tmp_path):
     logger.sync(history[:1])
     logger.sync(history)  # epoch 0 is not logged again
     # The driver's end of training logs what rank 0 did not (epoch 2), then finishes the run.
-    checkpoints = {"latest": "/r/checkpoint_epoch_0003", "best": "/r/checkpoint_epoch_0002"}
-    assert tracking.complete_run(ref, [*history, {"val_accuracy": 0.6}], checkpoints) is None
+    tags = tracking.checkpoint_tags(
+        "/r/checkpoint_epoch_0003", "/r/checkpoint_epoch_0002", {"device": "cpu", "backend": "cpu"}
+    )
+    assert tracking.complete_run(ref, [*history, {"val_accuracy": 0.6}], tags) is None
     finished = MlflowClient(uri).get_run(ref.run_id)
     assert finished.info.status == "FINISHED"
     assert finished.data.tags["hm2bp.checkpoint.latest"] == "/r/checkpoint_epoch_0003"
     assert finished.data.tags["hm2bp.checkpoint.best"] == "/r/checkpoint_epoch_0002"
+    assert (finished.data.tags["hm2bp.device"], finished.data.tags["hm2bp.backend"]) == ("cpu",) * 2
+    # Who ran what, set when the run was created.
+    assert finished.data.tags["hm2bp.version"] == version("hm2bp")
+    assert finished.data.tags["mlflow.user"] == getpass.getuser()
+    assert finished.data.tags["hm2bp.command"] == shlex.join(sys.argv)[:5000]
+    assert len(finished.data.tags["mlflow.source.git.commit"]) == 40  # tests run in a checkout
 
     again = _open(uri, **{"optimizer.lr": 0.001, "seed": 1})  # the same run key: the same run
     assert again.run_id == ref.run_id

@@ -119,6 +119,9 @@ def test_two_workers_train_track_and_resume_on_rerun(shards, tmp_path, capsys):
     assert kept == sorted({best, latest})
     tags = client.get_run(summary["run_id"]).data.tags
     assert (tags["hm2bp.checkpoint.latest"], tags["hm2bp.checkpoint.best"]) == (latest, best)
+    assert (tags["hm2bp.device"], tags["hm2bp.backend"]) == ("cpu", "cpu")
+    provenance = {"hm2bp.version", "hm2bp.command", "mlflow.user", "mlflow.source.git.commit"}
+    assert provenance <= set(tags)
 
     # `hm2bp evaluate` finds the best by name, by run folder or by MLflow run, on the run's shards.
     evaluated = []
