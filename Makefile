@@ -36,8 +36,7 @@ $(S3_VENV)/.installed: constraints-s3.txt
 demo: $(VENV)/.installed
 	$(VENV)/bin/hm2bp demo
 
-# pytest exits 5 when it collects no tests; that is not a failure of the project. `make -j3 test`
-# installs the three venvs side by side (CI does: mostly downloads, minutes less on a new machine).
+# pytest exits 5 when it collects no tests; that is not a failure of the project.
 test: $(VENV)/.installed $(MLFLOW_VENV)/.installed $(S3_VENV)/.installed
 	$(PY) -m ruff check .
 	HM2BP_MLFLOW_SERVER=$(abspath $(MLFLOW_VENV))/bin/mlflow \
