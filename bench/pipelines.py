@@ -10,7 +10,7 @@ recordings) through `convert`, on a local Ray with every core, after a small war
 of each (Ray workers import numba/librosa/tonic once; that start-up is printed separately).
 
 Reading: one pass over all 1,000 N-MNIST samples as dense `[T, B, N]` batches (T=540, B=64,
-N=2312): ours through Ray Data (`read_shards` + `dense_batches`) and through pyarrow alone
+N=2312): ours through Ray Data (`read_shards` + `decode_spikes`) and through pyarrow alone
 (`pq.read_table` + `decode_spikes`); tonic's through its N-MNIST reader with
 `ToFrame(time_window=600 us, 540 frames)` wrapped in `tonic.DiskCachedDataset`, first pass (reads
 the .bin files, fills the cache) and second pass (reads the cache), stacked into the same layout.
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 from hm2bp.pipelines.convert import convert
-from hm2bp.pipelines.dataset import dense_batches, read_shards
+from hm2bp.pipelines.dataset import read_shards
 from hm2bp.pipelines.decode import decode_spikes
 from hm2bp.pipelines.manifest import read_manifest
 
@@ -98,7 +98,8 @@ def conversions(
 def ours_ray_data(folder: Path) -> int:
     manifest = read_manifest(str(folder))
     n = 0
-    for spikes, labels in dense_batches(read_shards(str(folder)), manifest, BATCH):
+    for batch in read_shards(str(folder)).iter_batches(batch_size=BATCH, batch_format="pyarrow"):
+        spikes, labels = decode_spikes(batch, manifest.T, manifest.n_inputs)
         assert spikes.shape == (manifest.T, len(labels), manifest.n_inputs)
         n += len(labels)
     return n

@@ -123,7 +123,7 @@ def measure(case: str, workers: int, shards: Path, folder: Path, args) -> dict:
              *[f"--set={k}={v}" for k, v in sets.items()]],
             env,
         )  # fmt: skip
-        metrics = ckpt.load_state(summary["checkpoint"])["history"][-1]
+        metrics = ckpt.load_record(summary["checkpoint"]).history[-1]
         row = {"case": case, "samples_per_s": metrics["samples_per_s"], "nodes": summary["nodes"]}
         if workers == 2:
             probe = _run([sys.executable, __file__, "--probe", "--reps", str(args.reps)], env)

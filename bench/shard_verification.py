@@ -1,6 +1,6 @@
 """What verifying shards costs: every read hashes the bytes it parses and checks them against the
 manifest (`pipelines.shards.read_shard`), and the trainer's driver checks every digest once before
-Ray starts (`trainer.check_against_manifest`).
+Ray starts (`preflight.check_shards`).
 
     .venv/bin/python bench/shard_verification.py            # the slices under HM2BP_SHARED_DIR/data
     .venv/bin/python bench/shard_verification.py --quick    # 1/10 of each, to try the script

@@ -38,11 +38,11 @@ def measure(batch: int, steps: int, density: float) -> dict[str, float]:
     import torch
     import yaml
     from hm2bp.kernels.network import Network
-    from hm2bp.orchestration.config import config_from_dict, network_spec
+    from hm2bp.orchestration.config import config_from_dict
 
     config = config_from_dict(yaml.safe_load((ROOT / "configs" / "ti46_alpha.yaml").read_text()))
     torch.manual_seed(0)
-    network = Network(network_spec(config.network), seed=0)
+    network = Network(config.network, seed=0)
     shape = (steps, batch, *config.network.input_shape)
     spikes = (torch.rand(shape) < density).to(torch.uint8)
     labels = torch.randint(0, config.network.n_classes, (batch,))

@@ -13,6 +13,7 @@ saved state to resume, and workers never draw the same numbers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,30 +31,34 @@ def columns(config: ExperimentConfig, train: bool) -> list[str]:
     return names + (["pixels"] if train and config.data.reencode else ["times", "neurons"])
 
 
-def batch_spikes(
-    batch: Any,
-    config: ExperimentConfig,
-    manifest: Manifest,
-    rng: np.random.Generator | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`(spikes uint8 [T, B, N], labels int64 [B])` of a batch of rows; re-encoded from pixels
-    when `rng` is given (training batches of a `data.reencode` config)."""
-    if rng is None:
-        return decode_spikes(batch, manifest.T, manifest.n_inputs)
-    pixels = decode_pixels(batch, tuple(manifest.input_shape))
-    images = augment(pixels, Augmentation(), rng) if config.data.augment else pixels
-    spikes = rate_encode_batch(images, manifest.encoding(), rng)
-    return spikes, np.asarray(batch.column("label").to_numpy(), dtype=np.int64)
+@dataclass(frozen=True)
+class Decoder:
+    """How a run turns batches of shard rows into the engine's input on its device: the config
+    says which columns and shape, the manifest how the spikes were stored or encoded."""
 
+    config: ExperimentConfig
+    manifest: Manifest
+    device: torch.device
 
-def to_device(
-    spikes: np.ndarray, labels: np.ndarray, config: ExperimentConfig, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tensors on `device`: spikes `uint8 [T, B, *network.input_shape]` (a CNN's `(C, H, W)`),
-    labels `int64 [B]`."""
-    T, B = spikes.shape[:2]
-    shaped = torch.from_numpy(spikes).reshape(T, B, *config.network.input_shape)
-    return shaped.to(device, non_blocking=True), torch.from_numpy(labels).to(device)
+    def __call__(
+        self, batch: Any, rng: np.random.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(spikes uint8 [T, B, *network.input_shape], labels int64 [B])` on the device (a
+        CNN's input is `(C, H, W)`); re-encoded from pixels when `rng` is given (training batches
+        of a `data.reencode` config)."""
+        spikes, labels = self._spikes(batch, rng)
+        T, B = spikes.shape[:2]
+        shaped = torch.from_numpy(spikes).reshape(T, B, *self.config.network.input_shape)
+        return shaped.to(self.device, non_blocking=True), torch.from_numpy(labels).to(self.device)
+
+    def _spikes(self, batch: Any, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+        manifest = self.manifest
+        if rng is None:
+            return decode_spikes(batch, manifest.T, manifest.n_inputs)
+        pixels = decode_pixels(batch, tuple(manifest.input_shape))
+        images = augment(pixels, Augmentation(), rng) if self.config.data.augment else pixels
+        spikes = rate_encode_batch(images, manifest.encoding(), rng)
+        return spikes, np.asarray(batch.column("label").to_numpy(), dtype=np.int64)
 
 
 def sample_ids(batch: Any) -> list[str]:

@@ -1,17 +1,21 @@
-"""Training checkpoints: one file holding everything a rerun needs to continue exactly.
+"""Training checkpoints: one folder holding everything a rerun needs to continue exactly.
 
-`checkpoint.pt` (torch.save of plain data) holds the model's weights, the optimizer (Adam's moments
-and step counts, which the reference never resets, spec 4.9), the number of finished epochs, the
-RNG states, the experiment config, the per-epoch metrics history (so the MLflow logger can backfill
-after a restart), the last validation confusion matrix, boosting weights and where it was trained.
+A checkpoint is a `TrainingState`: the run's `RunRecord` (the experiment config, the per-epoch
+metrics history, so that the MLflow logger can backfill after a restart, the nodes of each epoch,
+the last validation confusion matrix, the classes, where it was trained and the replicas' weight
+digests) and the tensors: the weights, the optimizer (Adam's moments and step counts, which the
+reference never resets, spec 4.9), the RNG state and the boosting weights. The record is
+`record.json` and the tensors `checkpoint.pt` (torch.save of plain data, loaded with
+`weights_only`), so that the driver reads a run's history and config without loading its weights.
 Weights are saved from the unwrapped model on the CPU, named `layers.<i>.weight`, so a checkpoint
 trained with one backend on one device (Triton on a GPU) loads with another (reference on a CPU).
 
 Every checkpoint is a folder `checkpoint_epoch_NNNN/` under `storage_path/name` (Ray Train names it
-so under Ray; `run_local` writes it itself): the file is written under a temporary name and renamed,
-so a crash never leaves a checkpoint that looks whole. Beside it, `checkpoint.sha256` holds the
-digest of its bytes, written before it: torch's format checks no tensor byte (a flipped bit in a
-weight loads silently), so a checkpoint is whole only with a digest that matches.
+so under Ray; `run_local` writes it itself). `checkpoint.sha256` holds the digests of both files
+(`sha256sum` lines), written first; `checkpoint.pt` is written last, each file under a temporary
+name and renamed, so a folder with a `checkpoint.pt` is whole, and a crash never leaves a
+checkpoint that looks whole. torch's format checks no tensor byte (a flipped bit in a weight loads
+silently), so a file is used only with a digest that matches.
 
 A run keeps two checkpoints: its latest (to resume) and its best, the one of the highest validation
 accuracy (to evaluate and deploy); they are one folder when the last epoch is the best.
@@ -20,8 +24,10 @@ accuracy (to evaluate and deploy); they are one folder when the last epoch is th
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +36,9 @@ from hm2bp.pipelines.checksums import sha256_bytes
 from hm2bp.pipelines.storage import read_bytes, resolve, write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
+RECORD_FILE = "record.json"
 DIGEST_FILE = "checkpoint.sha256"
-FORMAT = 1
-STATE_KEYS = frozenset(
-    {
-        "epoch",
-        "model",
-        "optimizer",
-        "rng",
-        "config",
-        "history",
-        "confusion",
-        "classes",
-        "boosting",
-        "trained_on",
-    }
-)
+FORMAT = 2  # 1: one checkpoint.pt holding the record too (hm2bp before the typed state)
 _FOLDER = re.compile(r"^checkpoint_epoch_(\d+)$")
 SCORE = "val_accuracy"  # what makes a checkpoint a run's best: higher is better
 
@@ -54,72 +47,163 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: damaged, foreign, or of another format."""
 
 
+@dataclass
+class RunRecord:
+    """What a run has done, as plain data (`record.json`): enough to resume its bookkeeping, log
+    it, compare a rerun's config with it, or evaluate it, without its tensors."""
+
+    config: dict[str, Any]  # the experiment config (`config.to_dict`)
+    classes: list[str]
+    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch metrics
+    nodes: list[list[str]] = field(default_factory=list)  # per epoch, each rank's node
+    confusion: list[list[int]] = field(default_factory=list)  # last validation's, [true][pred]
+    trained_on: dict[str, str] = field(default_factory=dict)  # device and backend
+    replica_digests: list[str] = field(default_factory=list)  # each rank's weights sha256
+
+    @property
+    def epochs(self) -> int:
+        """Finished epochs."""
+        return len(self.history)
+
+
+@dataclass
+class TrainingState:
+    """A checkpoint: the record and the tensors to resume from (all on the CPU)."""
+
+    record: RunRecord
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: torch.Tensor  # torch's CPU generator state
+    boosting: dict[str, torch.Tensor] | None = None
+
+    def save(self, folder: str) -> str:
+        """Write the checkpoint into `folder` (a local path or a URI); returns the folder."""
+        fs, path = resolve(folder)
+        fs.create_dir(path, recursive=True)
+        files = {
+            RECORD_FILE: json.dumps({"format": FORMAT, **asdict(self.record)}).encode(),
+            CHECKPOINT_FILE: _torch_bytes(
+                {
+                    "model": self.model,
+                    "optimizer": self.optimizer,
+                    "rng": self.rng,
+                    "boosting": self.boosting,
+                }  # fmt: skip
+            ),
+        }
+        digests = "".join(f"{sha256_bytes(data)}  {name}\n" for name, data in files.items())
+        write_atomic(fs, f"{path}/{DIGEST_FILE}", digests.encode())
+        for name, data in files.items():  # checkpoint.pt last: it marks the folder whole
+            write_atomic(fs, f"{path}/{name}", data)
+        return folder
+
+    @classmethod
+    def load(cls, location: str | Path) -> TrainingState:
+        """The checkpoint in `location` (its folder, or its `checkpoint.pt`), verified."""
+        folder = checkpoint_folder(location)
+        record = load_record(folder)
+        fs, path = resolve(folder)
+        data = _verified(fs, path, CHECKPOINT_FILE)
+        try:
+            tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many kinds (and suggests weights_only=False: never)
+            raise CheckpointError(
+                f"{path}/{CHECKPOINT_FILE}: whole (its digest matches) but unreadable by torch "
+                f"{torch.__version__} ({type(err).__name__}: {str(err).splitlines()[0]}; "
+                "expected a checkpoint.pt that `hm2bp train` wrote with a compatible torch)"
+            ) from err
+        if not isinstance(tensors, dict) or not {"model", "optimizer", "rng"} <= set(tensors):
+            found = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
+            raise CheckpointError(
+                f"{path}/{CHECKPOINT_FILE}: holds {found} (expected the model, optimizer, rng "
+                "and boosting of an hm2bp checkpoint)"
+            )
+        return cls(record, tensors["model"], tensors["optimizer"], tensors["rng"],
+                   tensors.get("boosting"))  # fmt: skip
+
+
 def folder_name(epoch: int) -> str:
     """The folder of the checkpoint taken after `epoch` finished epochs."""
     return f"checkpoint_epoch_{epoch:04d}"
 
 
-def state_bytes(state: dict[str, Any]) -> bytes:
+def checkpoint_folder(location: str | Path) -> str:
+    """A checkpoint's folder from the folder itself or one of its files."""
+    text = str(location).rstrip("/")
+    name = text.rsplit("/", 1)[-1]
+    return text.rsplit("/", 1)[0] if name in (CHECKPOINT_FILE, RECORD_FILE) else text
+
+
+def load_record(location: str | Path) -> RunRecord:
+    """The `RunRecord` of the checkpoint in `location`, verified, without reading its tensors."""
+    fs, path = resolve(checkpoint_folder(location))
+    data = _verified(fs, path, RECORD_FILE)
+    try:
+        plain = json.loads(data)
+        if plain.pop("format") != FORMAT:
+            raise ValueError
+        return RunRecord(**plain)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise CheckpointError(
+            f"{path}/{RECORD_FILE}: not the record of an hm2bp checkpoint of format {FORMAT}"
+        ) from None
+
+
+def verify(location: str | Path) -> str:
+    """The checkpoint folder of `location` once both its files match their digests (what a
+    driver checks before a run resumes from it, without loading anything)."""
+    folder = checkpoint_folder(location)
+    fs, path = resolve(folder)
+    for name in (RECORD_FILE, CHECKPOINT_FILE):
+        _verified(fs, path, name)
+    return folder
+
+
+def _torch_bytes(data: Mapping[str, Any]) -> bytes:
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
+    torch.save(dict(data), buffer)
     return buffer.getvalue()
 
 
-def save_state(state: dict[str, Any], folder: str) -> str:
-    """Write `state` atomically as `<folder>/checkpoint.pt` (folder: a local path or a URI)."""
-    fs, path = resolve(folder)
-    fs.create_dir(path, recursive=True)
-    data = state_bytes(state)
-    # The digest first: a checkpoint.pt that exists always has its digest beside it.
-    write_atomic(fs, f"{path}/{DIGEST_FILE}", f"{sha256_bytes(data)}\n".encode())
-    write_atomic(fs, f"{path}/{CHECKPOINT_FILE}", data)
-    return f"{folder}/{CHECKPOINT_FILE}"
-
-
-def load_state(location: str | Path) -> dict[str, Any]:
-    """A checkpoint's state from its folder or its `checkpoint.pt`; tensors on the CPU."""
-    text = str(location)
-    fs, path = resolve(text)
-    if not path.endswith(".pt"):
-        path = f"{path}/{CHECKPOINT_FILE}"
+def _verified(fs, folder: str, name: str) -> bytes:
+    """The bytes of `folder/name`, refused unless they match `checkpoint.sha256`'s line."""
     try:
-        data = read_bytes(fs, path)
+        data = read_bytes(fs, f"{folder}/{name}")
     except FileNotFoundError:
+        hint = (
+            " (a checkpoint of an hm2bp before format 2 holds no record: evaluate or resume it "
+            "with that version)"
+            if name == RECORD_FILE and _exists(fs, f"{folder}/{CHECKPOINT_FILE}")
+            else ""
+        )
         raise FileNotFoundError(
-            f"{path}: no checkpoint (expected a checkpoint_epoch_NNNN folder written by "
-            "`hm2bp train`, or its checkpoint.pt)"
+            f"{folder}/{name}: no such file (expected a checkpoint_epoch_NNNN folder written by "
+            f"`hm2bp train`){hint}"
         ) from None
-    folder = path.rsplit("/", 1)[0]
     try:
-        digest = read_bytes(fs, f"{folder}/{DIGEST_FILE}").decode(errors="replace").strip()
+        lines = read_bytes(fs, f"{folder}/{DIGEST_FILE}").decode(errors="replace").splitlines()
     except FileNotFoundError:
         raise CheckpointError(
-            f"{path}: no {DIGEST_FILE} beside it (expected the digest `hm2bp train` writes with "
-            "every checkpoint; without it a damaged file cannot be told from a whole one)"
+            f"{folder}/{name}: no {DIGEST_FILE} beside it (expected the digests `hm2bp train` "
+            "writes with every checkpoint; without them a damaged file cannot be told from a "
+            "whole one)"
         ) from None
-    if sha256_bytes(data) != digest:
+    digests = {n: d for d, _, n in (line.partition("  ") for line in lines)}
+    if name not in digests:
+        raise CheckpointError(f"{folder}/{DIGEST_FILE}: no digest of {name} (expected one)")
+    if sha256_bytes(data) != digests[name]:
         raise CheckpointError(
-            f"{path}: sha256 {sha256_bytes(data)[:16]}... (expected {digest[:16]}... as "
-            f"{DIGEST_FILE} records: the file changed after it was written; use another "
-            "checkpoint_epoch_NNNN of the run)"
+            f"{folder}/{name}: sha256 {sha256_bytes(data)[:16]}... (expected "
+            f"{digests[name][:16]}... as {DIGEST_FILE} records: the file changed after it was "
+            "written; use another checkpoint_epoch_NNNN of the run)"
         )
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds (and suggests weights_only=False: never)
-        raise CheckpointError(
-            f"{path}: whole (its digest matches) but unreadable by torch {torch.__version__} "
-            f"({type(err).__name__}: {str(err).splitlines()[0]}; expected a checkpoint.pt that "
-            "`hm2bp train` wrote with a compatible torch)"
-        ) from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: checkpoint format {found!r} (expected {FORMAT})")
-    missing = sorted(STATE_KEYS - set(state))
-    if missing:
-        raise CheckpointError(
-            f"{path}: a checkpoint without {missing} (expected {sorted(STATE_KEYS)})"
-        )
-    return state
+    return data
+
+
+def _exists(fs, path: str) -> bool:
+    import pyarrow.fs as pafs
+
+    return fs.get_file_info(path).type == pafs.FileType.File
 
 
 def latest_checkpoint(run_folder: str) -> str | None:
@@ -140,9 +224,7 @@ def latest_checkpoint(run_folder: str) -> str | None:
 
 def _complete(fs, folder: str) -> bool:
     """Whether a checkpoint folder holds its checkpoint file (written last, by rename)."""
-    import pyarrow.fs as pafs
-
-    return fs.get_file_info(f"{folder}/{CHECKPOINT_FILE}").type == pafs.FileType.File
+    return _exists(fs, f"{folder}/{CHECKPOINT_FILE}")
 
 
 def best_epochs(history: Sequence[Mapping[str, float]]) -> int:
@@ -162,7 +244,7 @@ def best_and_latest(run_folder: str) -> tuple[str, str]:
             f"{run_folder}: no checkpoint_epoch_NNNN folder (expected the run folder "
             "`run.storage_path/run.name` of a run that finished an epoch)"
         )
-    epochs = best_epochs(load_state(latest)["history"])
+    epochs = best_epochs(load_record(latest).history)
     best = f"{run_folder.rstrip('/')}/{folder_name(epochs)}"
     if not _complete(*resolve(best)):
         raise FileNotFoundError(

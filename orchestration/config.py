@@ -3,23 +3,22 @@
 An experiment is a YAML file (it opens with its run command) read into `ExperimentConfig`, with
 `--set key=value` overrides applied first (`network.layers.0.threshold=15`, `optimizer.lr=5e-4`);
 `schema.from_dict` refuses unknown keys, wrong types and bad values together, each by its dotted
-path. The same plain dict (`to_dict`) travels to Ray Train workers and into checkpoints, and its
-flattened form (`schema.flatten`) becomes the MLflow params.
-
-`network_spec` turns the `network` section into the engine's `NetworkSpec`; `manifest_problems`
-checks the config against the shards it will read (T, input count, classes, encoder), so that a
-mismatch is refused before any worker starts.
+path. The `network` section is the engine's `kernels.spec.NetworkSpec` itself, whose limits are
+the engine's (a layer's neuron constants sit beside its other keys). The same plain dict
+(`to_dict`) travels to Ray Train workers and into checkpoints, and its flattened form
+(`schema.flatten`) becomes the MLflow params. What a config must agree with outside itself (the
+shards, an earlier run) is checked in `preflight.py`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from hm2bp.kernels.spec import NetworkSpec
 from hm2bp.orchestration.schema import (
     ConfigError,
     bounded,
@@ -53,77 +52,6 @@ class DataConfig:
         if self.reencode and self.encoder != "rate":
             return [f"reencode: true needs encoder 'rate' (got {self.encoder!r})"]
         return []
-
-
-@dataclass(frozen=True)
-class LayerConfig:
-    """One layer and its neurons' constants (spec 1.1, section 5 per row)."""
-
-    kind: Literal["fc", "conv", "pool", "output"]
-    threshold: float = bounded(low=0, strict=True)  # nu
-    size: int = bounded(0, low=0)  # fc/output: neurons; conv: output channels; pool: unused
-    kernel: int = bounded(0, low=0)  # conv only
-    tau_m: float = bounded(64.0, low=0, strict=True)
-    tau_s: float = bounded(8.0, low=0, strict=True)
-    refractory: int = bounded(2, low=0)
-    init_range: float = bounded(1.0, low=0, strict=True)  # U(-r, r): 1 fc/output, 0.5 conv
-
-    def problems(self) -> list[str]:
-        if self.kind in ("fc", "conv", "output") and self.size < 1:
-            return [f"size: got {self.size} (a {self.kind} layer needs size >= 1)"]
-        if self.kind == "conv" and self.kernel < 1:
-            return [f"kernel: got {self.kernel} (a conv layer needs kernel >= 1)"]
-        return []
-
-
-@dataclass(frozen=True)
-class TargetsConfig:
-    """Desired output spike counts and the dead zone of the loss (spec 4.1)."""
-
-    desired: float = bounded(35.0, low=0)
-    undesired: float = bounded(5.0, low=0)
-    margin: float = bounded(5.0, low=0)
-
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    input_shape: tuple[int, ...]  # (784,) for MLPs; (C, H, W) for CNNs
-    layers: tuple[LayerConfig, ...]
-    targets: TargetsConfig = field(default_factory=TargetsConfig)
-    lateral_strength: float = bounded(1.0, low=0)  # w0; 0 disables lateral inhibition
-    reg_lambda: float = bounded(0.0, low=0)  # spec 4.6
-    reg_beta: float = bounded(0.0, low=0)
-    weight_limit: float = bounded(8.0, low=0, strict=True)
-    window: bool = True  # the reference's 4*tau_m look-back window (spec 3.2)
-    effect_ratio: bool = True  # spec 4.7
-    physics_exact: bool = False  # spec 3.4, an explicit deviation
-
-    def problems(self) -> list[str]:
-        found = []
-        if not self.input_shape or min(self.input_shape) < 1:
-            found.append(f"input_shape: got {list(self.input_shape)} (expected positive sizes)")
-        if not self.layers or self.layers[-1].kind != "output":
-            found.append("layers: the last layer must have kind 'output'")
-        found += [
-            f"layers.{i}.kind: 'output' before the last layer"
-            for i, layer in enumerate(self.layers[:-1])
-            if layer.kind == "output"
-        ]
-        if len(self.input_shape) != 3 and any(
-            layer.kind in ("conv", "pool") for layer in self.layers
-        ):
-            found.append(
-                f"input_shape: got {list(self.input_shape)} (conv and pool layers need (C, H, W))"
-            )
-        return found
-
-    @property
-    def n_inputs(self) -> int:
-        return math.prod(self.input_shape)
-
-    @property
-    def n_classes(self) -> int:
-        return self.layers[-1].size
 
 
 @dataclass(frozen=True)
@@ -205,6 +133,11 @@ class RunSection:
     name: str
     storage_path: str = "runs"
 
+    @property
+    def folder(self) -> str:
+        """The run's checkpoints: `storage_path/name`."""
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
 
 @dataclass(frozen=True)
 class TrackingConfig:
@@ -217,7 +150,7 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     data: DataConfig
-    network: NetworkConfig
+    network: NetworkSpec  # the engine's own spec: one schema, one set of limits
     train: TrainConfig
     run: RunSection
     seed: int = 0
@@ -289,72 +222,3 @@ def read_yaml(path: Path, what: str) -> Any:
         raise FileNotFoundError(f"{path}: no such {what} (expected a YAML file)") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError([f"not YAML: {err}"], str(path)) from None
-
-
-def network_spec(network: NetworkConfig):
-    """The engine's `NetworkSpec` for the `network` section."""
-    from hm2bp.kernels.spec import LayerSpec, NetworkSpec, NeuronConstants, TargetSpec
-
-    layers = tuple(
-        LayerSpec(
-            kind=layer.kind,
-            neuron=NeuronConstants(
-                threshold=layer.threshold,
-                tau_m=layer.tau_m,
-                tau_s=layer.tau_s,
-                refractory=layer.refractory,
-            ),
-            size=layer.size,
-            kernel=layer.kernel,
-            init_range=layer.init_range,
-        )
-        for layer in network.layers
-    )
-    t = network.targets
-    return NetworkSpec(
-        input_shape=tuple(network.input_shape),
-        layers=layers,
-        targets=TargetSpec(desired=t.desired, undesired=t.undesired, margin=t.margin),
-        lateral_strength=network.lateral_strength,
-        reg_lambda=network.reg_lambda,
-        reg_beta=network.reg_beta,
-        weight_limit=network.weight_limit,
-        window=network.window,
-        effect_ratio=network.effect_ratio,
-        physics_exact=network.physics_exact,
-    )
-
-
-def manifest_problems(config: ExperimentConfig, manifest: Any) -> list[str]:
-    """What in `config` disagrees with the shards' `manifest` (`pipelines.manifest.Manifest`)."""
-    found = []
-    if config.data.T != manifest.T:
-        found.append(f"data.T: got {config.data.T} (the shards have T={manifest.T})")
-    if config.data.encoder != manifest.encoder:
-        found.append(
-            f"data.encoder: got {config.data.encoder!r} (the shards were encoded with "
-            f"{manifest.encoder!r})"
-        )
-    if config.network.n_inputs != manifest.n_inputs:
-        found.append(
-            f"network.input_shape: got {list(config.network.input_shape)} = "
-            f"{config.network.n_inputs} inputs (the shards have input_shape "
-            f"{list(manifest.input_shape)} = {manifest.n_inputs} inputs)"
-        )
-    if config.network.n_classes != len(manifest.classes):
-        found.append(
-            f"network.layers.{len(config.network.layers) - 1}.size: got "
-            f"{config.network.n_classes} outputs (the shards have {len(manifest.classes)} classes)"
-        )
-    if config.data.reencode and not manifest.keep_pixels:
-        found.append(
-            "data.reencode: true, but the shards hold no raw pixels (convert with --keep-pixels)"
-        )
-    splits = {entry.split for entry in manifest.shards}
-    for name in ("train_split", "val_split"):
-        split = getattr(config.data, name)
-        if split not in splits:
-            found.append(
-                f"data.{name}: got {split!r} (the shards have splits {', '.join(sorted(splits))})"
-            )
-    return found

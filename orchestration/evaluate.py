@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from hm2bp.orchestration import tracking
-from hm2bp.orchestration.batches import columns
-from hm2bp.orchestration.checkpoint import best_and_latest, load_state
-from hm2bp.orchestration.config import config_from_dict, manifest_problems, network_spec
+from hm2bp.orchestration.batches import Decoder, columns
+from hm2bp.orchestration.checkpoint import TrainingState, best_and_latest
+from hm2bp.orchestration.config import config_from_dict
+from hm2bp.orchestration.preflight import classes_problem, manifest_problems
 from hm2bp.orchestration.schema import ConfigError
 from hm2bp.orchestration.session import LocalSession
-from hm2bp.orchestration.worker import validate
+from hm2bp.orchestration.worker import network_of, validate
 from hm2bp.pipelines.manifest import read_manifest
 from hm2bp.pipelines.storage import absolute
 
@@ -100,33 +100,26 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate the checkpoint (its folder or `checkpoint.pt`) on `split` of `shards` (default:
     the config's validation split of the shards it was trained on)."""
-    from hm2bp.kernels.network import Network
-
-    state = load_state(absolute(checkpoint))
-    config = config_from_dict(state["config"], source=f"{checkpoint} (its config)")
+    state = TrainingState.load(absolute(checkpoint))
+    record = state.record
+    config = config_from_dict(record.config, source=f"{checkpoint} (its config)")
     split = split or config.data.val_split
     shards = absolute(shards or config.data.shards)
     config = replace(
         config, data=replace(config.data, shards=shards, train_split=split, val_split=split)
     )
     manifest = read_manifest(shards)
-    problems = manifest_problems(config, manifest)
-    if not problems and list(manifest.classes) != list(state["classes"]):
-        problems.append(
-            f"classes: the shards have {list(manifest.classes)} (the checkpoint was trained on "
-            f"{list(state['classes'])})"
-        )
+    problems = manifest_problems(config, manifest) or classes_problem(record, manifest)
     if problems:
         raise ConfigError(
             problems, f"checkpoint {checkpoint} against the shards of {shards}/manifest.json"
         )
-    dtype = getattr(torch, config.train.dtype)
-    network = Network(network_spec(config.network), dtype=dtype, device=device)
-    network.load_state_dict(state["model"])
+    network = network_of(config, device)
+    network.load_state_dict(state.model)
     network.eval()
     session = LocalSession(config, manifest, device)
     batches = session.val_batches(batch_size, columns(config, train=False))
-    tally = validate(network, batches, config, manifest, session.device)
+    tally = validate(network, batches, Decoder(config, manifest, session.device))
     metrics = tally.metrics("")
     return Evaluation(
         accuracy=metrics["accuracy"],
@@ -139,5 +132,5 @@ def evaluate(
         shards=shards,
         device=str(session.device),
         backend=network.backend.name,
-        trained_on=dict(state["trained_on"]),
+        trained_on=dict(record.trained_on),
     )

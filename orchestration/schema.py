@@ -4,10 +4,14 @@ A misspelt key in a 50-trial sweep wastes a cluster-day, so a config is refused 
 its problems at once, each named by its dotted path (`network.layers.1.threshold`): unknown keys,
 missing required fields, wrong types, values outside their choices or bounds, and the cross-field
 rules a dataclass states in its `problems()` method. Defaults live in one place, the dataclasses
-(`config.py`); nothing downstream calls `dict.get` with a default of its own.
+(`config.py`, and `kernels/spec.py` for the network); nothing downstream calls `dict.get` with a
+default of its own.
 
 Supported field types: `bool`, `int`, `float`, `str`, `Literal[...]`, `X | None`, `tuple[X, ...]`,
-`dict[str, X]` and nested frozen dataclasses. Bounds go in field metadata (`bounded`). A float is
+`dict[str, X]` and nested frozen dataclasses. Bounds go in field metadata (`bounded`), or in the
+class itself: a constructor that raises `ValueError` with a `problems` list (`kernels.spec`) has
+each reported under its path. A field with `inline` metadata takes its keys from its parent's
+mapping (serde's `flatten`): `network.layers.0.threshold` is the layer's neuron's. A float is
 finite: YAML's `.nan` and `.inf` pass every bound comparison unnoticed (`nan < 0` is false), so
 they are refused as values of their own.
 """
@@ -141,21 +145,37 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     return converted
 
 
-def _build(cls: type[T], data: Any, path: str, problems: list[str]) -> T:
+def _keys(cls: type) -> dict[str, dataclasses.Field]:
+    """The mapping keys of dataclass `cls`: its fields, with an `inline` field's own fields in its
+    place (`LayerSpec.neuron`'s `threshold` sits beside `kind`)."""
+    keys = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("inline"):
+            keys.update(_keys(typing.get_type_hints(cls)[f.name]))
+        else:
+            keys[f.name] = f
+    return keys
+
+
+def _build(cls: type[T], data: Any, path: str, problems: list[str], inline=False) -> T:
     prefix = f"{path}." if path else ""
     if not isinstance(data, Mapping):
         problems.append(f"{path or 'config'}: got {data!r} (expected a mapping)")
         return None  # type: ignore[return-value]
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            problems.append(
-                f"{prefix}{key}: unknown key (expected one of {', '.join(sorted(fields))})"
-            )
+    if not inline:
+        known = _keys(cls)
+        problems.extend(
+            f"{prefix}{key}: unknown key (expected one of {', '.join(sorted(known))})"
+            for key in data
+            if key not in known
+        )
     values, before = {}, len(problems)
-    for name, field in fields.items():
-        if name in data:
+    for field in dataclasses.fields(cls):
+        name = field.name
+        if field.metadata.get("inline"):
+            values[name] = _build(hints[name], data, path, problems, inline=True)
+        elif name in data:
             found = len(problems)
             values[name] = _convert(hints[name], data[name], prefix + name, problems)
             bound = len(problems) == found and _bounds_problem(values[name], field.metadata)
@@ -165,9 +185,12 @@ def _build(cls: type[T], data: Any, path: str, problems: list[str]) -> T:
             problems.append(f"{prefix}{name}: missing (expected {_describe(hints[name])})")
     if len(problems) > before:
         return None  # type: ignore[return-value]
-    instance = cls(**values)
-    for problem in getattr(instance, "problems", lambda: [])():
-        problems.append(prefix + problem)
+    try:
+        instance = cls(**values)
+    except ValueError as err:  # a class that checks itself (kernels.spec) lists its problems
+        problems.extend(prefix + p for p in getattr(err, "problems", [str(err)]))
+        return None  # type: ignore[return-value]
+    problems.extend(prefix + p for p in getattr(instance, "problems", lambda: [])())
     return instance
 
 
@@ -190,8 +213,26 @@ def to_plain(data: Any) -> Any:
 
 
 def to_dict(instance: Any) -> dict[str, Any]:
-    """Plain data (tuples as lists) that `from_dict` reads back to an equal instance."""
-    return to_plain(dataclasses.asdict(instance))
+    """Plain data (tuples as lists, `inline` fields' keys in their parent's) that `from_dict`
+    reads back to an equal instance."""
+    return to_plain(_fields(instance))
+
+
+def _fields(instance: Any) -> Any:
+    if dataclasses.is_dataclass(instance):
+        plain: dict[str, Any] = {}
+        for f in dataclasses.fields(instance):
+            value = _fields(getattr(instance, f.name))
+            if f.metadata.get("inline"):
+                plain.update(value)
+            else:
+                plain[f.name] = value
+        return plain
+    if isinstance(instance, list | tuple):
+        return [_fields(v) for v in instance]
+    if isinstance(instance, Mapping):
+        return {k: _fields(v) for k, v in instance.items()}
+    return instance
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

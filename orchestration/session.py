@@ -42,9 +42,11 @@ class Session(Protocol):
 
     def val_batches(self, batch_size: int, columns: Sequence[str]) -> Iterator[pa.Table]: ...
 
-    def restore(self) -> dict[str, Any] | None: ...
+    def restore(self) -> ckpt.TrainingState | None: ...
 
-    def report(self, metrics: dict[str, float], state: dict[str, Any] | None, epoch: int): ...
+    def report(
+        self, metrics: dict[str, float], state: ckpt.TrainingState | None, epoch: int
+    ) -> None: ...
 
     def progress(self, total: int, desc: str) -> Any: ...
 
@@ -106,23 +108,25 @@ class RaySession:
         )
         yield from _every_nth(batches, self.rank, self.world_size)
 
-    def restore(self) -> dict[str, Any] | None:
+    def restore(self) -> ckpt.TrainingState | None:
         import ray.train
 
         found = ray.train.get_checkpoint()
         if found is None:
             return None
         with found.as_directory() as folder:
-            return ckpt.load_state(folder)
+            return ckpt.TrainingState.load(folder)
 
-    def report(self, metrics: dict[str, float], state: dict[str, Any] | None, epoch: int) -> None:
+    def report(
+        self, metrics: dict[str, float], state: ckpt.TrainingState | None, epoch: int
+    ) -> None:
         """Every rank reports (it is a barrier); rank 0 alone attaches the checkpoint."""
         import ray.train
 
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if self.rank == 0 and state is not None:
-                ckpt.save_state(state, folder)
+                state.save(folder)
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(
                 metrics, checkpoint=checkpoint, checkpoint_dir_name=ckpt.folder_name(epoch)
@@ -147,7 +151,6 @@ class LocalSession:
         self.nodes = ["local"]
         self.config = config
         self.manifest = manifest
-        self.run_folder = f"{config.run.storage_path.rstrip('/')}/{config.run.name}"
         self.reported: list[dict[str, float]] = []
         self._tables: dict[str, pa.Table] = {}
 
@@ -173,14 +176,17 @@ class LocalSession:
         for start in range(0, len(table), batch_size):
             yield table.slice(start, batch_size)
 
-    def restore(self) -> dict[str, Any] | None:
-        found = ckpt.latest_checkpoint(self.run_folder)
-        return None if found is None else ckpt.load_state(found)
+    def restore(self) -> ckpt.TrainingState | None:
+        found = ckpt.latest_checkpoint(self.config.run.folder)
+        return None if found is None else ckpt.TrainingState.load(found)
 
-    def report(self, metrics: dict[str, float], state: dict[str, Any] | None, epoch: int) -> None:
+    def report(
+        self, metrics: dict[str, float], state: ckpt.TrainingState | None, epoch: int
+    ) -> None:
         if state is not None:
-            ckpt.save_state(state, f"{self.run_folder}/{ckpt.folder_name(epoch)}")
-            ckpt.prune(self.run_folder, keep={epoch, ckpt.best_epochs(state["history"])})
+            folder = self.config.run.folder
+            state.save(f"{folder}/{ckpt.folder_name(epoch)}")
+            ckpt.prune(folder, keep={epoch, ckpt.best_epochs(state.record.history)})
         self.reported.append(metrics)
 
     def progress(self, total: int, desc: str):

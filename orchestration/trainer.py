@@ -3,8 +3,8 @@
 `train(config)` is what `hm2bp train`, `hm2bp demo` and a Tune trial (a driver function per trial,
 since Train V2 refuses a Trainer inside a Tuner) all call. In order:
 
-1. the config is checked against the shards' manifest (T, input count, classes, encoder, splits,
-   raw pixels for re-encoding) and refused with every mismatch named;
+1. the config is checked against the shards (their manifest and digests) and against the run it
+   would resume (`preflight.py`), and refused with every mismatch named, before Ray or MLflow;
 2. the MLflow run is opened (or continued, for a rerun of the same run name), so an unreachable
    store fails before any worker starts; params, the config and the manifest are logged;
 3. `build_trainer` makes the `TorchTrainer`: `ScalingConfig` from `scaling` (GPUs per worker, and
@@ -34,11 +34,11 @@ from typing import Any
 import yaml
 from hm2bp.orchestration import checkpoint as ckpt
 from hm2bp.orchestration import tracking
-from hm2bp.orchestration.config import ExperimentConfig, manifest_problems, to_dict
-from hm2bp.orchestration.schema import ConfigError, flatten
+from hm2bp.orchestration.config import ExperimentConfig, to_dict
+from hm2bp.orchestration.preflight import preflight
+from hm2bp.orchestration.schema import flatten
 from hm2bp.orchestration.worker import train_loop_per_worker
-from hm2bp.pipelines.manifest import Manifest, read_manifest
-from hm2bp.pipelines.shards import ShardSource, verified_bytes
+from hm2bp.pipelines.manifest import Manifest
 from hm2bp.pipelines.storage import absolute, check_shared
 
 
@@ -81,22 +81,6 @@ def resolved(config: ExperimentConfig) -> ExperimentConfig:
         data=replace(config.data, shards=absolute(config.data.shards)),
         run=replace(config.run, storage_path=absolute(config.run.storage_path)),
     )
-
-
-def check_against_manifest(config: ExperimentConfig) -> Manifest:
-    """The manifest of the config's shards, after the config is checked against it and the
-    digests of the shards it trains and validates on (before Ray starts: a damaged shard is one
-    message here, where a worker would fail with Ray's tracebacks; workers check again as they
-    read)."""
-    manifest = read_manifest(config.data.shards)
-    problems = manifest_problems(config, manifest)
-    if problems:
-        raise ConfigError(problems, f"config against the shards in {config.data.shards}")
-    source = ShardSource.of(config.data.shards)
-    for split in {config.data.train_split, config.data.val_split}:
-        for entry in manifest.entries(split, config.data.shards):
-            verified_bytes(source, entry, manifest)
-    return manifest
 
 
 def cpus_per_worker(config: ExperimentConfig, cluster_cpus: float) -> float:
@@ -237,7 +221,7 @@ def train(
     import ray.data
 
     config = resolved(config)
-    manifest = check_against_manifest(config)
+    manifest = preflight(config)
     if not ray.is_initialized():
         ray.init()
     check_shared(
@@ -249,7 +233,7 @@ def train(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    run_folder = f"{config.run.storage_path.rstrip('/')}/{config.run.name}"
+    run_folder = config.run.folder
     try:
         trainer = build_trainer(  # reads the validation set: a bad shard fails the run here
             config, manifest, run, ray.cluster_resources().get("CPU", 1.0), callbacks
@@ -258,8 +242,8 @@ def train(
         # Ray gives the path inside the storage filesystem; rebuild it from the run folder (a URI
         # keeps its scheme).
         checkpoint = f"{run_folder}/{PurePosixPath(result.checkpoint.path).name}"
-        state = ckpt.load_state(checkpoint)
-        history = state["history"]
+        record = ckpt.load_record(checkpoint)
+        history = record.history
         # The one Ray Train kept as best: the highest score, the later among equals.
         kept, _ = max(result.best_checkpoints, key=lambda c: (c[1][ckpt.SCORE], c[0].path))
         best = f"{run_folder}/{PurePosixPath(kept.path).name}"
@@ -267,7 +251,7 @@ def train(
         with contextlib.suppress(Exception):  # a failing store must not hide the training error
             tracking.finish_run(run, failed=True)
         raise
-    tags = tracking.checkpoint_tags(checkpoint, best, state["trained_on"])
+    tags = tracking.checkpoint_tags(checkpoint, best, record.trained_on)
     problem = tracking.complete_run(run, history, tags)
     return TrainResult(
         val_accuracy=history[-1]["val_accuracy"],
@@ -277,6 +261,6 @@ def train(
         run_folder=run_folder,
         run_id=run.run_id,
         tracking_uri=run.uri,
-        nodes=tracking.nodes_used(state.get("nodes", [])),
+        nodes=tracking.nodes_used(record.nodes),
         tracking_problem=problem,
     )

@@ -22,18 +22,21 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
-from hm2bp.orchestration.batches import batch_spikes, columns, sample_ids, to_device
-from hm2bp.orchestration.boosting import SampleBoosting, training_ids
-from hm2bp.orchestration.config import ExperimentConfig, config_from_dict, network_spec, to_dict
+from hm2bp.kernels.boosting import Boosting
+from hm2bp.kernels.network import Network
+from hm2bp.orchestration.batches import Decoder, columns, sample_ids
+from hm2bp.orchestration.checkpoint import RunRecord, TrainingState
+from hm2bp.orchestration.config import ExperimentConfig, config_from_dict, to_dict
 from hm2bp.orchestration.metrics import Tally, distributed, peak_memory_mb, reduce_max
 from hm2bp.orchestration.session import LocalSession, RaySession, Session
 from hm2bp.orchestration.tracking import EpochLogger, RunRef
 from hm2bp.pipelines.manifest import Manifest, manifest_from_json
+from hm2bp.pipelines.shards import read_split
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -52,23 +55,17 @@ def run_local(
 ) -> list[dict[str, float]]:
     """The same loop in this process without Ray or MLflow (for a GPU machine with neither);
     checkpoints go to `storage_path/name` as under Ray. Returns the per-epoch metrics."""
-    from dataclasses import replace
-
-    from hm2bp.orchestration.config import manifest_problems
-    from hm2bp.orchestration.schema import ConfigError
-    from hm2bp.pipelines.manifest import read_manifest
+    from hm2bp.orchestration.preflight import preflight
 
     config = replace(config, data=replace(config.data, shards=shards))
-    manifest = read_manifest(shards)
-    problems = manifest_problems(config, manifest)
-    if problems:
-        raise ConfigError(problems, f"config against {shards}")
+    manifest = preflight(config)
     return run_training(config, manifest, LocalSession(config, manifest, device), None)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The engine's `Network` inside a DDP wrapper, or the model itself with one worker."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+def network_of(config: ExperimentConfig, device: str | torch.device) -> Network:
+    """The engine's network of a config, initialised from its seed, in its dtype."""
+    dtype = getattr(torch, config.train.dtype)
+    return Network(config.network, seed=config.seed, dtype=dtype, device=device)
 
 
 def learning_rate(config: ExperimentConfig, epoch: int) -> float:
@@ -79,146 +76,144 @@ def learning_rate(config: ExperimentConfig, epoch: int) -> float:
     return reference_lr(config.optimizer.lr, epoch, config.optimizer.schedule)
 
 
-def train_step(model, optimizer, spikes, labels, weights):
-    """One Adam step on one batch; DDP all-reduces the gradients during `backward`."""
-    optimizer.zero_grad(set_to_none=True)
-    out = model(spikes, labels, weights)
-    out.loss.backward()
-    optimizer.step()
-    return out
-
-
 @dataclass
-class Progress:
-    """What a run has done so far: its finished epochs' metrics, the nodes each epoch's workers
-    ran on (rank order), and the last validation confusion matrix."""
+class Run:
+    """One worker's run: the parts every step of the loop uses, and what the run has done so far
+    (`record`: its finished epochs' metrics, each epoch's nodes, the last confusion matrix)."""
 
-    history: list[dict[str, float]] = field(default_factory=list)
-    nodes: list[list[str]] = field(default_factory=list)
-    confusion: np.ndarray | None = None
+    config: ExperimentConfig
+    manifest: Manifest
+    session: Session
+    network: Network  # the engine's, unwrapped
+    model: torch.nn.Module  # `network`, in a DDP wrapper with several workers
+    optimizer: torch.optim.Optimizer
+    boosting: Boosting | None
+    decode: Decoder
+    record: RunRecord
+
+    @classmethod
+    def start(cls, config: ExperimentConfig, manifest: Manifest, session: Session) -> Run:
+        """The run built afresh, then restored from the session's checkpoint if there is one
+        (the driver's preflight found it whole and of the same network)."""
+        from hm2bp.kernels.schedule import build_optimizer
+
+        torch.manual_seed(config.seed)
+        network = network_of(config, session.device)
+        optimizer = build_optimizer(network, lr=config.optimizer.lr)
+        boosting = None
+        if config.boosting:
+            split = read_split(config.data.shards, manifest, config.data.train_split, ["sample_id"])
+            boosting = Boosting(sorted(split.column(0).to_pylist()), config.network.n_classes)
+        model = network
+        if distributed():  # Ray Train made the process group: gloo on CPU, NCCL on GPU
+            ids = [session.device.index] if session.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
+        record = RunRecord(config=to_dict(config), classes=list(manifest.classes))
+        run = cls(config, manifest, session, network, model, optimizer, boosting,
+                  Decoder(config, manifest, session.device), record)  # fmt: skip
+        state = session.restore()
+        if state is not None:
+            run.restore(state)
+        return run
+
+    def restore(self, state: TrainingState) -> None:
+        self.network.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        torch.set_rng_state(state.rng)
+        if self.boosting is not None and state.boosting is not None:
+            self.boosting.load_state_dict(state.boosting)
+        self.record = replace(state.record, config=to_dict(self.config))
+
+    def state(self) -> TrainingState:
+        """This run as a checkpoint (rank 0's: the replicas are equal)."""
+        return TrainingState(
+            record=self.record,
+            model={k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            optimizer=self.optimizer.state_dict(),
+            rng=torch.get_rng_state(),
+            boosting=None if self.boosting is None else self.boosting.state_dict(),
+        )
 
     @property
-    def epochs(self) -> int:
-        return len(self.history)
+    def classes(self) -> int:
+        return self.config.network.n_classes
 
 
-def _restore(session: Session, config: ExperimentConfig, model, optimizer, boosting) -> Progress:
-    """The progress in the session's checkpoint (weights, optimiser and boosting restored)."""
-    state = session.restore()
-    if state is None:
-        return Progress()
-    if state["config"]["network"] != to_dict(config)["network"]:
-        raise ValueError(
-            f"run {config.run.name!r} in {config.run.storage_path}: its checkpoint was trained "
-            "with a different `network` section (expected the same network to resume; pick "
-            "another run.name for a new run)"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if boosting is not None and state.get("boosting") is not None:
-        boosting.load_state_dict(state["boosting"])
-    history = list(state["history"])
-    # Checkpoints written before the nodes were recorded name none.
-    nodes = list(state.get("nodes", [[] for _ in history]))
-    return Progress(history, nodes, np.asarray(state["confusion"]))
-
-
-def _state(config, manifest, model, optimizer, boosting, progress: Progress, device):
-    return {
-        "epoch": progress.epochs,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "rng": {"torch": torch.get_rng_state()},
-        "config": to_dict(config),
-        "history": progress.history,
-        "nodes": progress.nodes,
-        "confusion": progress.confusion.tolist(),
-        "classes": list(manifest.classes),
-        "boosting": None if boosting is None else boosting.state_dict(),
-        "trained_on": {"device": str(device), "backend": model.backend.name},
-    }
-
-
-def validate(model, batches, config, manifest, device) -> Tally:
-    """This worker's tally over `batches` of stored spikes, without gradients."""
-    tally = Tally(config.network.n_classes)
+def validate(network: Network, batches, decode: Decoder) -> Tally:
+    """A tally over `batches` of stored spikes, without gradients."""
+    tally = Tally(decode.config.network.n_classes)
     with torch.no_grad():
         for batch in batches:
-            spikes, labels = to_device(*batch_spikes(batch, config, manifest), config, device)
-            tally.add(model(spikes, labels), labels)
+            spikes, labels = decode(batch)
+            tally.add(network(spikes, labels), labels)
     return tally
 
 
-def train_epoch(model, optimizer, session, config, manifest, boosting, epoch) -> Tally:
+def train_step(run: Run, spikes: torch.Tensor, labels: torch.Tensor, ids: list[str]):
+    """One Adam step on one batch; DDP all-reduces the gradients during `backward`."""
+    weights = None if run.boosting is None else run.boosting.weights(ids).to(spikes.device)
+    run.optimizer.zero_grad(set_to_none=True)
+    out = run.model(spikes, labels, weights)
+    out.loss.backward()
+    run.optimizer.step()
+    if run.boosting is not None:
+        run.boosting.record(ids, labels.cpu(), out.predictions.cpu())
+    return out
+
+
+def train_epoch(run: Run, epoch: int) -> Tally:
     """One pass over this worker's share; a progress bar on rank 0."""
-    tally = Tally(config.network.n_classes)
-    rows = sum(manifest.counts.get(config.data.train_split, {}).values()) // session.world_size
-    total = math.ceil(rows / config.train.batch_size)
-    bar = session.progress(total, f"epoch {epoch + 1}/{config.train.epochs}")
-    for step, batch in enumerate(
-        session.train_batches(config.train.batch_size, epoch, columns(config, train=True))
-    ):
+    config, session = run.config, run.session
+    tally = Tally(run.classes)
+    rows = sum(run.manifest.counts.get(config.data.train_split, {}).values()) // session.world_size
+    bar = session.progress(
+        math.ceil(rows / config.train.batch_size), f"epoch {epoch + 1}/{config.train.epochs}"
+    )
+    batches = session.train_batches(config.train.batch_size, epoch, columns(config, train=True))
+    for step, batch in enumerate(batches):
         rng = (
             np.random.default_rng([config.seed, epoch, session.rank, step])
             if config.data.reencode
             else None
         )
-        spikes, labels = to_device(
-            *batch_spikes(batch, config, manifest, rng), config, session.device
-        )
-        ids = sample_ids(batch)
-        weights = None if boosting is None else boosting.weights(ids).to(session.device)
-        out = train_step(model, optimizer, spikes, labels, weights)
-        if boosting is not None:
-            boosting.record(ids, labels.cpu(), out.predictions.cpu())
+        spikes, labels = run.decode(batch, rng)
+        out = train_step(run, spikes, labels, sample_ids(batch))
         tally.add(out, labels, layer_stats=True)
         bar.update(1)
     bar.close()
-    if boosting is not None:
-        boosting.end_epoch()
+    if run.boosting is not None:
+        run.boosting.end_epoch(session.gather)
     return tally
 
 
-def _build(config: ExperimentConfig, manifest: Manifest, device: torch.device):
-    from hm2bp.kernels.network import Network
-    from hm2bp.kernels.schedule import build_optimizer
-
-    dtype = getattr(torch, config.train.dtype)
-    model = Network(network_spec(config.network), seed=config.seed, dtype=dtype, device=device)
-    optimizer = build_optimizer(model, lr=config.optimizer.lr)
-    boosting = None
-    if config.boosting:
-        ids = training_ids(config.data.shards, manifest, config.data.train_split)
-        boosting = SampleBoosting(ids, config.network.n_classes)
-    return model, optimizer, boosting
-
-
-def run_epoch(model, network, optimizer, session, config, manifest, boosting, epoch):
+def run_epoch(run: Run, epoch: int) -> tuple[dict[str, float], np.ndarray]:
     """One epoch on every worker: train on this worker's share, validate on its part of the val
     set, add both up across workers. Returns `(metrics, validation confusion matrix)`."""
     from hm2bp.kernels.schedule import set_lr
 
-    set_lr(optimizer, learning_rate(config, epoch))
+    session, device = run.session, run.session.device
+    set_lr(run.optimizer, learning_rate(run.config, epoch))
     started = time.perf_counter()
-    model.train()
-    train = train_epoch(model, optimizer, session, config, manifest, boosting, epoch)
+    run.model.train()
+    train = train_epoch(run, epoch)
     train_seconds = time.perf_counter() - started
-    batches = session.val_batches(config.train.eval_batch_size, columns(config, train=False))
-    val = validate(network, batches, config, manifest, session.device)
-    train, val = train.reduced(session.device), val.reduced(session.device)
+    batches = session.val_batches(
+        run.config.train.eval_batch_size, columns(run.config, train=False)
+    )
+    val = validate(run.network, batches, run.decode)
+    train, val = train.reduced(device), val.reduced(device)
     timing = reduce_max(
         {
             "epoch_seconds": time.perf_counter() - started,
             "train_seconds": train_seconds,
-            "peak_memory_mb": peak_memory_mb(session.device),
+            "peak_memory_mb": peak_memory_mb(device),
         },
-        session.device,
+        device,
     )
     metrics = {
         **train.metrics("train_"),
         **val.metrics("val_"),
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": run.optimizer.param_groups[0]["lr"],
         "workers": float(session.world_size),
         # Samples per optimiser step over all workers: batch_size x workers (the last step of
         # an epoch may be short), counted, not assumed.
@@ -234,38 +229,27 @@ def run_training(
 ) -> list[dict[str, float]]:
     """Train for `config.train.epochs` (resuming after the checkpoint's epoch); every rank returns
     the per-epoch metrics of the whole run."""
-    torch.manual_seed(config.seed)
-    device = session.device
-    network, optimizer, boosting = _build(config, manifest, device)
-    progress = _restore(session, config, network, optimizer, boosting)
-    model = network
-    if distributed():  # Ray Train made the process group: gloo on CPU, NCCL on GPU
-        ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
+    run = Run.start(config, manifest, session)
+    record = run.record
     logger = EpochLogger(tracking) if tracking is not None and session.rank == 0 else None
     if logger is not None:
-        logger.sync(progress.history)  # epochs checkpointed before a restart but not yet logged
-    for epoch in range(progress.epochs, config.train.epochs):
-        metrics, progress.confusion = run_epoch(
-            model, network, optimizer, session, config, manifest, boosting, epoch
-        )
-        progress.history.append(metrics)
-        progress.nodes.append(session.nodes)
-        replicas = _replica_digests(network, session)
-        state = None
-        if session.rank == 0:
-            state = _state(config, manifest, network, optimizer, boosting, progress, device)
-            state["replica_digests"] = replicas
-        session.report(metrics, state, epoch + 1)  # a barrier: every rank reports
-        if logger is not None:
-            logger.sync(progress.history)  # after the checkpoint: each epoch is logged once
-            logger.tag_nodes(progress.nodes)
+        logger.sync(record.history)  # epochs checkpointed before a restart but not yet logged
+    for epoch in range(record.epochs, config.train.epochs):
+        metrics, confusion = run_epoch(run, epoch)
+        record.history.append(metrics)
+        record.nodes.append(session.nodes)
+        record.confusion = confusion.tolist()
+        record.replica_digests = _replica_digests(run.network, session)
+        record.trained_on = {"device": str(session.device), "backend": run.network.backend.name}
+        session.report(metrics, run.state() if session.rank == 0 else None, epoch + 1)
+        if logger is not None:  # after the checkpoint (a barrier): each epoch is logged once
+            logger.sync(record.history)
+            logger.tag_nodes(record.nodes)
         if session.rank == 0:
             print(_epoch_line(epoch, config.train.epochs, metrics), flush=True)
-    if logger is not None and progress.history:
-        _log_plots(logger, network, session, config, manifest, progress.history,
-                   progress.confusion)  # fmt: skip
-    return progress.history
+    if logger is not None and record.history:
+        _log_plots(logger, run)
+    return record.history
 
 
 def weights_digest(weights: dict[str, torch.Tensor]) -> str:
@@ -298,27 +282,28 @@ def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
     )
 
 
-def _log_plots(logger, network, session, config, manifest, history, confusion) -> None:
+def _log_plots(logger: EpochLogger, run: Run) -> None:
     """Learning curves, the confusion matrix and one validation sample's output raster."""
     import matplotlib.pyplot as plt
     from hm2bp.orchestration import plots
 
+    classes, confusion = run.manifest.classes, np.asarray(run.record.confusion)
     figures = {
-        "plots/learning_curves.png": plots.learning_curves(history),
-        "plots/confusion_matrix.png": plots.confusion_matrix(confusion, manifest.classes),
+        "plots/learning_curves.png": plots.learning_curves(run.record.history),
+        "plots/confusion_matrix.png": plots.confusion_matrix(confusion, classes),
     }
-    batch = next(iter(session.val_batches(1, columns(config, train=False))), None)
+    batch = next(iter(run.session.val_batches(1, columns(run.config, train=False))), None)
     if batch is not None:
-        spikes, labels = to_device(*batch_spikes(batch, config, manifest), config, session.device)
+        spikes, labels = run.decode(batch)
         with torch.no_grad():
-            out = network(spikes)
+            out = run.network(spikes)
         raster = out.spikes[-1][:, 0].reshape(len(out.spikes[-1]), -1).cpu().numpy()
         figures["plots/output_raster.png"] = plots.output_raster(
-            raster, manifest.classes, int(labels[0]), manifest.dt_ms
+            raster, classes, int(labels[0]), run.manifest.dt_ms
         )
     for name, figure in figures.items():
         logger.log_figure(figure, name)
         plt.close(figure)
     logger.log_dict(
-        {"classes": list(manifest.classes), "matrix": confusion.tolist()}, "confusion_matrix.json"
+        {"classes": list(classes), "matrix": confusion.tolist()}, "confusion_matrix.json"
     )

@@ -109,7 +109,8 @@ def build_shard(job: ShardJob, reader: Reader) -> ShardResult:
     loaded, skipped = load_payloads(reader, job.source, job.plan.refs, job.skip_bad)
     samples = []
     for ref, payload in loaded:
-        times, neurons = encode(payload, job.encoder, sample_rng(job.seed, ref.sample_id))
+        rng = sample_rng(job.seed, ref.sample_id)
+        times, neurons = encode(payload, job.encoder, rng, reader.facts)
         pixels = payload if job.keep_pixels else None
         samples.append(EncodedSample(ref, job.plan.split, times, neurons, pixels))
     labels = dict(Counter(s.ref.label for s in samples))

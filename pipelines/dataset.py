@@ -1,11 +1,11 @@
-"""The reading side for a trainer: a Ray Dataset over a split's shards, and dense batches.
+"""The reading side for a trainer: a Ray Dataset over a split's shards.
 
 `read_shards` reads only the files the manifest lists for the split (shards are per split), so
 stale or foreign files in the folder never leak in, and every read task verifies what it reads
-(`shards.read_shard`: sha256, rows, split, sample ids, value ranges) on whichever node it runs;
-`dense_batches` iterates a dataset (or a worker's `ray.train.get_dataset_shard`) as
-`(spikes uint8 [T, B, N], labels int64 [B])`, taking pyarrow batches so that `decode_spikes` reads
-the list columns without copying.
+(`shards.read_shard`: sha256, rows, split, sample ids, value ranges) on whichever node it runs.
+Iterate it with `iter_batches(batch_format="pyarrow")` and `decode.decode_spikes` for dense
+`(spikes uint8 [T, B, N], labels int64 [B])`: pyarrow batches let it read the list columns without
+copying.
 
 The dataset comes from a datasource of our own rather than `ray.data.read_parquet`: the files and
 their digests are in the manifest already, so there is nothing to discover (Ray 2.60's Parquet
@@ -19,9 +19,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import ray.data
-from hm2bp.pipelines.decode import decode_spikes
 from hm2bp.pipelines.manifest import Manifest, ShardEntry, read_manifest
 from hm2bp.pipelines.shards import ShardSource, read_shard
 from hm2bp.pipelines.storage import absolute
@@ -93,14 +91,3 @@ def read_shards(
         ShardDatasource(location, manifest, entries, columns),
         override_num_blocks=max(1, len(entries)),
     )
-
-
-def dense_batches(
-    dataset: Any, manifest: Manifest, batch_size: int, **iter_options: Any
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """`(spikes uint8 [T, B, N], labels int64 [B])` per batch of a Ray Dataset or dataset shard;
-    `iter_options` go to `iter_batches` (for example `local_shuffle_buffer_size`)."""
-    for batch in dataset.iter_batches(
-        batch_size=batch_size, batch_format="pyarrow", **iter_options
-    ):
-        yield decode_spikes(batch, manifest.T, manifest.n_inputs)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from hm2bp.pipelines.audio_coding import AudioCoding, encode_audio
-from hm2bp.pipelines.event_binning import SENSOR, EventBinning, bin_events
+from hm2bp.pipelines.event_binning import EventBinning, bin_events
 from hm2bp.pipelines.rate_coding import RateCoding, rate_encode
 from hm2bp.pipelines.source import DatasetFacts, Payload
 
@@ -50,11 +50,9 @@ def encoder_from_record(name: str, params: dict[str, Any]) -> EncoderParams:
 
 
 def input_shape(params: EncoderParams, facts: DatasetFacts) -> tuple[int, ...]:
-    """What the spikes index into: the reader's image shape, the N-MNIST sensor, or the channels."""
+    """What the spikes index into: the reader's image or sensor shape, or the audio channels."""
     if isinstance(params, AudioCoding):
         return (params.n_channels,)
-    if isinstance(params, EventBinning):
-        return SENSOR
     return tuple(facts.input_shape)
 
 
@@ -78,14 +76,15 @@ def check_encoder(params: EncoderParams, facts: DatasetFacts) -> None:
 
 
 def encode(
-    payload: Payload, params: EncoderParams, rng: np.random.Generator
+    payload: Payload, params: EncoderParams, rng: np.random.Generator, facts: DatasetFacts
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sample's spikes `(times uint16, neurons uint32)`, sorted by time then neuron; `rng` is
-    the sample's own stream (`seeding.sample_rng`), used by the stochastic encoders only."""
+    the sample's own stream (`seeding.sample_rng`), used by the stochastic encoders only; `facts`
+    are the data set's (an event sensor's size)."""
     if isinstance(params, RateCoding):
         return rate_encode(payload, params, rng)
     if isinstance(params, EventBinning):
-        return bin_events(payload, params)
+        return bin_events(payload, params, facts.input_shape)
     return encode_audio(payload, params)
 
 

@@ -9,10 +9,10 @@ so an event at t = 0 lands at step 1, one at 0 < t <= dt at step 2, and with dt 
 the window covers t <= 323.4 ms. Several events of one pixel and polarity in one step collapse into
 one spike (the reference writes a set of (channel, bin) pairs).
 
-Input index `p * 1156 + x * 34 + y` for 0-based x, y and the file's polarity bit p (1 = ON): the
-reference's `(x - 1) * 34 + y` with 1-based coordinates, and its polarity-2 events at +1156, written
-0-based (`docs/shards.md`). Events outside the 34 x 34 sensor are
-dropped.
+Input index `p * W * H + x * H + y` for 0-based x, y and the file's polarity bit p (1 = ON), on a
+sensor of (polarities, W, H) that the data set declares (`nmnist.FACTS.input_shape`, (2, 34, 34)):
+for N-MNIST the reference's `(x - 1) * 34 + y` with 1-based coordinates, and its polarity-2 events
+at +1156, written 0-based (`docs/shards.md`). Events outside the sensor are dropped.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-SENSOR = (2, 34, 34)  # (polarity, x, y): the N-MNIST ATIS crop
 
 
 @dataclass(frozen=True)
@@ -46,14 +44,17 @@ class EventBinning:
         return round(self.dt_ms * 1000)
 
 
-def bin_events(events: np.ndarray, params: EventBinning) -> tuple[np.ndarray, np.ndarray]:
+def bin_events(
+    events: np.ndarray, params: EventBinning, sensor: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """One recording's spikes as `(times uint16, neurons uint32)`, sorted by time then neuron.
 
-    `events` is a structured array with fields `x, y, p, t` (t in microseconds, p in {0, 1}).
+    `events` is a structured array with fields `x, y, p, t` (t in microseconds, p in {0, 1});
+    `sensor` is `(polarities, width, height)`, the data set's input shape.
     """
     steps = -(-events["t"].astype(np.int64) // params.dt_us) + 1  # ceil(t / dt) + 1, exactly
     x, y, p = (events[f].astype(np.int64) for f in ("x", "y", "p"))
-    n_pol, width, height = SENSOR
+    n_pol, width, height = sensor
     keep = (
         (steps < params.T)
         & (x >= 0)

@@ -1,28 +1,34 @@
-"""Checkpoints: atomic, digested, found newest first, the best and latest kept, loadable on the
-CPU."""
+"""Checkpoints: typed, atomic, digested, found newest first, the best and latest kept, the record
+readable without the tensors, loadable on the CPU."""
+
+import json
 
 import pytest
 import torch
 from hm2bp.orchestration import checkpoint as ckpt
 
 
-def state(epoch):
-    return {**dict.fromkeys(ckpt.STATE_KEYS), "epoch": epoch, "model": torch.full((2,), epoch)}
+def state(epoch, history=None):
+    history = history or [{"val_accuracy": 0.1 * e} for e in range(epoch)]
+    record = ckpt.RunRecord(config={"seed": 0}, classes=["a", "b"], history=history)
+    return ckpt.TrainingState(record, {"w": torch.full((2,), epoch)}, {}, torch.get_rng_state())
 
 
 def test_save_load_latest_and_prune(tmp_path):
     run = str(tmp_path / "run")
     for epoch in (1, 2, 3):
-        ckpt.save_state(state(epoch), f"{run}/{ckpt.folder_name(epoch)}")
+        state(epoch).save(f"{run}/{ckpt.folder_name(epoch)}")
     (tmp_path / "run" / "checkpoint_epoch_0009").mkdir()  # no checkpoint.pt: not complete
     (tmp_path / "run" / "checkpoint_epoch_0003" / ".checkpoint.pt.tmp-x").write_bytes(b"half")
-    ckpt.save_state(state(4), f"{run}/{ckpt.folder_name(4)}")
-    (tmp_path / "run" / "checkpoint_epoch_0004" / "checkpoint.pt").unlink()  # cut after the digest
+    state(4).save(f"{run}/{ckpt.folder_name(4)}")
+    (tmp_path / "run" / "checkpoint_epoch_0004" / "checkpoint.pt").unlink()  # cut after the record
     latest = ckpt.latest_checkpoint(run)
     assert latest == f"{run}/checkpoint_epoch_0003"
-    loaded = ckpt.load_state(latest)
-    assert loaded["epoch"] == 3 and torch.equal(loaded["model"], torch.full((2,), 3))
-    assert ckpt.load_state(f"{latest}/checkpoint.pt")["epoch"] == 3
+    loaded = ckpt.TrainingState.load(latest)
+    assert loaded.record == state(3).record and torch.equal(loaded.model["w"], torch.full((2,), 3))
+    assert torch.equal(loaded.rng, torch.get_rng_state()) and loaded.boosting is None
+    assert ckpt.TrainingState.load(f"{latest}/checkpoint.pt").record.epochs == 3
+    assert ckpt.load_record(f"{latest}/record.json") == loaded.record
     ckpt.prune(run, keep={1, 3})
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert names == ["checkpoint_epoch_0001", "checkpoint_epoch_0003"]
@@ -35,9 +41,7 @@ def test_the_best_is_the_later_of_equal_scores_and_kept_beside_the_latest(tmp_pa
     assert ckpt.best_epochs(history[:3]) == 2
     run = str(tmp_path / "run")
     for epoch in range(1, 6):
-        ckpt.save_state(
-            {**state(epoch), "history": history[:epoch]}, f"{run}/{ckpt.folder_name(epoch)}"
-        )
+        state(epoch, history[:epoch]).save(f"{run}/{ckpt.folder_name(epoch)}")
     ckpt.prune(run, keep={5, ckpt.best_epochs(history)})
     assert ckpt.best_and_latest(run) == (
         f"{run}/checkpoint_epoch_0004",
@@ -56,8 +60,8 @@ def test_the_best_is_the_later_of_equal_scores_and_kept_beside_the_latest(tmp_pa
 
 
 def test_missing_checkpoint_names_what_was_expected(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint .expected a checkpoint_epoch_NNNN"):
-        ckpt.load_state(tmp_path)
+    with pytest.raises(FileNotFoundError, match="record.json: no such file .expected a"):
+        ckpt.TrainingState.load(tmp_path)
     assert ckpt.latest_checkpoint(str(tmp_path / "nothing")) is None
 
 
@@ -72,39 +76,60 @@ def damage(path, how):
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "garbage"])
-def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, how):
-    """torch loads a flipped weight byte silently: the digest beside the file catches it."""
+@pytest.mark.parametrize("name", ["checkpoint.pt", "record.json"])
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, how, name):
+    """torch loads a flipped weight byte silently: the digests beside the files catch it."""
     folder = tmp_path / "checkpoint_epoch_0001"
-    ckpt.save_state(state(1), str(folder))
-    damage(folder / "checkpoint.pt", how)
-    with pytest.raises(ckpt.CheckpointError, match=f"{folder}/checkpoint.pt: sha256 .* changed"):
-        ckpt.load_state(folder)
+    state(1).save(str(folder))
+    damage(folder / name, how)
+    with pytest.raises(ckpt.CheckpointError, match=f"{folder}/{name}: sha256 .* changed"):
+        ckpt.TrainingState.load(folder)
+    with pytest.raises(ckpt.CheckpointError, match=f"{folder}/{name}: sha256 .* changed"):
+        ckpt.verify(folder)  # the driver's check before a run resumes
+
+
+def redigest(folder, name, data):
+    """Write `data` as `folder/name` with a matching digest line, as a foreign tool might."""
+    (folder / name).write_bytes(data)
+    lines = (folder / ckpt.DIGEST_FILE).read_text().splitlines()
+    kept = [line for line in lines if not line.endswith(f"  {name}")]
+    digests = [*kept, f"{ckpt.sha256_bytes(data)}  {name}"]
+    (folder / ckpt.DIGEST_FILE).write_text("\n".join(digests) + "\n")
 
 
 def test_a_foreign_file_with_a_matching_digest_is_refused_without_torchs_advice(tmp_path):
     folder = tmp_path / "checkpoint_epoch_0001"
-    ckpt.save_state(state(1), str(folder))
-    torch.save({"format": 1, "epoch": 1}, folder / "checkpoint.pt")  # another tool's file
-    data = (folder / "checkpoint.pt").read_bytes()
-    (folder / ckpt.DIGEST_FILE).write_text(ckpt.sha256_bytes(data))
-    with pytest.raises(ckpt.CheckpointError, match="a checkpoint without .'boosting', 'classes'"):
-        ckpt.load_state(folder)
-    (folder / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
-    (folder / ckpt.DIGEST_FILE).write_text(ckpt.sha256_bytes(b"\x80\x02garbage"))
+    state(1).save(str(folder))
+    torch.save({"epoch": 1}, folder / "other.pt")  # another tool's file
+    redigest(folder, "checkpoint.pt", (folder / "other.pt").read_bytes())
+    with pytest.raises(ckpt.CheckpointError, match=r"holds \['epoch'\] \(expected the model"):
+        ckpt.TrainingState.load(folder)
+    redigest(folder, "checkpoint.pt", b"\x80\x02garbage")
     with pytest.raises(ckpt.CheckpointError) as caught:
-        ckpt.load_state(folder)
+        ckpt.TrainingState.load(folder)
     assert "unreadable by torch" in str(caught.value)
     assert "weights_only=False" not in str(caught.value)
+    redigest(folder, "record.json", json.dumps({"format": 1, "history": []}).encode())
+    with pytest.raises(ckpt.CheckpointError, match="not the record of an hm2bp checkpoint of form"):
+        ckpt.load_record(folder)
     (folder / ckpt.DIGEST_FILE).unlink()
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint.sha256 beside it"):
-        ckpt.load_state(folder)
+        ckpt.TrainingState.load(folder)
+
+
+def test_a_checkpoint_of_the_one_file_format_names_the_version_that_reads_it(tmp_path):
+    folder = tmp_path / "checkpoint_epoch_0001"
+    state(1).save(str(folder))
+    (folder / "record.json").unlink()  # format 1 kept the record inside checkpoint.pt
+    with pytest.raises(FileNotFoundError, match="hm2bp before format 2 holds no record"):
+        ckpt.load_record(folder)
 
 
 def test_a_checkpoint_without_its_digest_is_found_and_refused_loudly(tmp_path):
     """Not skipped: a run would silently start again from epoch 0 over it."""
     run = str(tmp_path / "run")
-    ckpt.save_state(state(2), f"{run}/{ckpt.folder_name(2)}")
+    state(2).save(f"{run}/{ckpt.folder_name(2)}")
     (tmp_path / "run" / "checkpoint_epoch_0002" / ckpt.DIGEST_FILE).unlink()
     assert ckpt.latest_checkpoint(run) == f"{run}/checkpoint_epoch_0002"
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint.sha256 beside it"):
-        ckpt.load_state(ckpt.latest_checkpoint(run))
+        ckpt.TrainingState.load(ckpt.latest_checkpoint(run))

@@ -9,10 +9,10 @@ from hm2bp.orchestration.config import (
     ConfigError,
     config_from_dict,
     load_config,
-    manifest_problems,
-    network_spec,
     parse_override,
+    to_dict,
 )
+from hm2bp.orchestration.preflight import manifest_problems
 from hm2bp.pipelines.manifest import Manifest, ShardEntry
 from hm2bp.tests.conftest import PROJECT_ROOT
 
@@ -28,9 +28,8 @@ def test_every_config_loads_opens_with_its_command_and_builds_a_network(path: Pa
     config = load_config(path)
     first = path.read_text().splitlines()[0]
     assert first.startswith("# hm2bp "), f"{path.name} must open with its run command"
-    spec = network_spec(config.network)
-    assert isinstance(spec, NetworkSpec) and spec.n_classes == config.network.n_classes
-    assert spec.n_inputs == config.network.n_inputs
+    assert isinstance(config.network, NetworkSpec)  # the engine's own spec, checked by it
+    assert config_from_dict(to_dict(config)) == config  # plain data and back, as to workers
 
 
 def test_shipped_configs_cover_the_paper_rows_and_the_slices():
@@ -48,13 +47,13 @@ def test_shipped_configs_cover_the_paper_rows_and_the_slices():
 
 def test_paper_rows_keep_the_reference_hyperparameters():
     mlp = load_config(PROJECT_ROOT / "configs" / "mnist_mlp.yaml")
-    assert [layer.threshold for layer in mlp.network.layers] == [
+    assert [layer.neuron.threshold for layer in mlp.network.layers] == [
         20,
         8,
     ]  # spec 5: the log's output nu
     assert (mlp.network.reg_lambda, mlp.network.reg_beta, mlp.data.T) == (10, 0.04, 400)
     cnn = load_config(PROJECT_ROOT / "configs" / "mnist_cnn.yaml")
-    assert [layer.threshold for layer in cnn.network.layers] == [5, 2, 12, 4, 10, 10]
+    assert [layer.neuron.threshold for layer in cnn.network.layers] == [5, 2, 12, 4, 10, 10]
     assert (cnn.optimizer.schedule, cnn.network.reg_lambda) == ("cnn", 0)
     assert cnn.data.reencode and cnn.data.augment
     nmnist = load_config(PROJECT_ROOT / "configs" / "nmnist_mlp.yaml")
@@ -66,7 +65,7 @@ def test_overrides_apply_by_dotted_path_with_yaml_values():
         DEMO, ["optimizer.lr=5e-4", "network.layers.0.threshold=15", "train.boosting=true"]
     )
     assert config.optimizer.lr == 0.0005
-    assert config.network.layers[0].threshold == 15.0
+    assert config.network.layers[0].neuron.threshold == 15.0
     assert config.train.boosting is True and config.boosting is True
     assert parse_override("scaling.cpus_per_worker=null") == ("scaling.cpus_per_worker", None)
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
@@ -106,8 +105,35 @@ def test_cross_field_rules():
     with pytest.raises(ConfigError) as caught:
         config_from_dict(data)
     assert caught.value.problems == [
-        "network.layers.1.size: got 0 (a fc layer needs size >= 1)",
+        "network.layers.1.size: got 0 (expected an int >= 1 for a fc layer)",
     ]
+
+
+def test_the_network_section_has_the_engines_limits_all_reported_at_once():
+    """The config once accepted `refractory: 0` and `tau_m: 1`, which the engine refused later,
+    inside a worker; now the network section is `NetworkSpec` and its limits are the engine's."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            DEMO,
+            ["network.layers.0.refractory=0", "network.layers.0.tau_m=1",
+             "network.layers.1.tau_s=64", "network.targets.desired=0.5",
+             "network.input_shape=[8, 8]"],
+        )  # fmt: skip
+    assert caught.value.problems == [
+        "network.layers.0.tau_m: got 1.0 (expected > 1 step)",
+        "network.layers.0.refractory: got 0 (expected an int >= 1 (steps))",
+        "network.layers.1.tau_s: got 64.0 (expected a value different from tau_m (c = 1 / (1 - "
+        "tau_s / tau_m) would be infinite))",
+        "network.targets.desired: got 0.5 (expected >= 1 spike)",
+    ]
+    with pytest.raises(ConfigError) as caught:
+        load_config(DEMO, ["network.input_shape=[8, 8]", "network.layers.0.kind=pool"])
+    assert caught.value.problems == [
+        "network.input_shape: got [8, 8] (expected [n_inputs] or [C, H, W] of positive ints)"
+    ]
+    layer = to_dict(load_config(DEMO))["network"]["layers"][0]
+    assert set(layer) == {"kind", "threshold", "tau_m", "tau_s", "refractory", "size",
+                          "kernel", "init_range"}  # fmt: skip
 
 
 def test_boosting_defaults_to_on_only_for_one_worker_at_batch_one():

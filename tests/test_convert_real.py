@@ -11,10 +11,11 @@ import pytest
 from hm2bp.orchestration import cli
 from hm2bp.pipelines.audio_coding import AudioCoding, encode_audio
 from hm2bp.pipelines.convert import convert
-from hm2bp.pipelines.dataset import dense_batches, read_shards
+from hm2bp.pipelines.dataset import read_shards
 from hm2bp.pipelines.decode import decode_spikes
 from hm2bp.pipelines.event_binning import EventBinning, bin_events
 from hm2bp.pipelines.manifest import read_manifest
+from hm2bp.pipelines.nmnist import FACTS
 from hm2bp.pipelines.rate_coding import RateCoding, rate_encode_batch
 from hm2bp.pipelines.registry import get_reader
 from hm2bp.pipelines.seeding import sample_rng
@@ -22,6 +23,8 @@ from hm2bp.tests.conftest import PROJECT_ROOT, shared_path
 from hm2bp.tests.tiny_readers import Subset
 
 pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("ray_local")]
+
+SENSOR = FACTS.input_shape  # (polarity, x, y): the N-MNIST ATIS crop
 
 
 def rows_of(out):
@@ -101,7 +104,7 @@ def test_nmnist_100_spike_counts_equal_the_distinct_event_bins(tmp_path):
     ref = table.slice(0, 3).column("sample_id").to_pylist()
     events = list(reader.load(folder, [r for r in reader.index(folder) if r.sample_id in ref]))
     for b, sample_id in enumerate(ref):
-        t, n = bin_events(events[sorted(ref).index(sample_id)], EventBinning())
+        t, n = bin_events(events[sorted(ref).index(sample_id)], EventBinning(), SENSOR)
         assert np.argwhere(spikes[:, b]).tolist() == np.stack([t, n], 1).tolist()
 
 
@@ -172,7 +175,8 @@ def test_cli_converts_digits_end_to_end(tmp_path, capsys):
     )
     first = json.loads((out / "manifest.json").read_text())["shards"][0]["file"]
     assert first.startswith("train-00000-") and first.endswith(".parquet")
-    batches = list(dense_batches(read_shards(str(out), split="val"), m, batch_size=64))
+    val = read_shards(str(out), split="val").iter_batches(batch_size=64, batch_format="pyarrow")
+    batches = [decode_spikes(batch, m.T, m.n_inputs) for batch in val]
     assert sum(len(labels) for _, labels in batches) == 179 and batches[0][0].shape == (100, 64, 64)
     assert cli.main(["convert", "digits", "--out", str(out), "--split", "halves"]) == 1
     assert "split 'halves': not understood" in capsys.readouterr().err

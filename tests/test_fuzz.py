@@ -435,13 +435,14 @@ def evaluate_argv(root: Path, out: Path) -> list[str]:
 
 def evaluate_input(name: str, root: Path) -> Input:
     """The files `hm2bp evaluate` reads, by kind: the validation shards (the training shards are
-    not read), the manifest, the checkpoint and its digest."""
+    not read), the manifest, the checkpoint (tensors, record) and their digests."""
     manifest = read_manifest(str(root / "shards"))
     files = {
         "shard": [f"shards/{e.file}" for e in manifest.shards if e.split == "val"],
         "manifest": ["shards/manifest.json"],
         "checkpoint": [
             "checkpoint_epoch_0001/checkpoint.pt",
+            "checkpoint_epoch_0001/record.json",
             "checkpoint_epoch_0001/checkpoint.sha256",
         ],
     }[name]

@@ -162,10 +162,11 @@ def test_two_workers_on_two_nodes_train_as_two_on_one(cluster, uninterrupted, aw
     run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
     assert set(run.data.tags[NODES_TAG].split(",")) == worker_nodes
     assert summary["checkpoint"].startswith(f"s3://{BUCKET}/runs/spread/")
-    state = ckpt.load_state(summary["checkpoint"])
-    assert state["nodes"] == [list(state["nodes"][0])] * 8 and len(set(state["nodes"][0])) == 2
+    state = ckpt.TrainingState.load(summary["checkpoint"])
+    nodes = state.record.nodes
+    assert nodes == [list(nodes[0])] * 8 and len(set(nodes[0])) == 2
     # Both workers held the same weights after each epoch, the checkpoint's.
-    digests = state["replica_digests"]
+    digests = state.record.replica_digests
     assert len(digests) == 2 and len(set(digests)) == 1
 
     # The same run on one node, as on a laptop: `hm2bp train` with a local Ray of its own, two
@@ -179,11 +180,11 @@ def test_two_workers_on_two_nodes_train_as_two_on_one(cluster, uninterrupted, aw
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     single = _summary(done.stdout)
-    packed = ckpt.load_state(single["checkpoint"])
+    packed = ckpt.TrainingState.load(single["checkpoint"])
     assert len(single["nodes"]) == 1 and single["workers"] == [2] * 8
-    for name, tensor in state["model"].items():
-        assert torch.equal(tensor, packed["model"][name]), name
-    assert digests[0] == weights_digest(packed["model"])
+    for name, tensor in state.model.items():
+        assert torch.equal(tensor, packed.model[name]), name
+    assert digests[0] == weights_digest(packed.model)
     assert single["val_accuracy"] == summary["val_accuracy"]
 
 
@@ -222,10 +223,10 @@ def test_a_lost_node_is_survived_and_replaced(cluster, uninterrupted, job_dir, t
         """Worker counts of the newest checkpoint's last `epochs` epochs ([] while none)."""
         latest = ckpt.latest_checkpoint(run)
         try:
-            state = None if latest is None else ckpt.load_state(latest)
+            record = None if latest is None else ckpt.load_record(latest)
         except ckpt.CheckpointError:  # still being uploaded
             return []
-        return [] if state is None else [h["workers"] for h in state["history"][-epochs:]]
+        return [] if record is None else [h["workers"] for h in record.history[-epochs:]]
 
     try:
         _wait_for(lambda: last_workers(2) == [2, 2], "no two epochs on two workers")
@@ -245,25 +246,25 @@ def test_a_lost_node_is_survived_and_replaced(cluster, uninterrupted, job_dir, t
     # Two workers (the lost node one of them), then one after the loss, then two again on the
     # replacement node.
     workers = summary["workers"]
-    state = ckpt.load_state(summary["checkpoint"])
+    record = ckpt.load_record(summary["checkpoint"])
     assert len(workers) == epochs and workers[-1] == 2, workers
-    with_lost = [i for i, nodes in enumerate(state["nodes"]) if lost.node_id in nodes]
+    with_lost = [i for i, nodes in enumerate(record.nodes) if lost.node_id in nodes]
     assert with_lost and workers[with_lost[-1]] == 2, (workers, with_lost)
     alone = [i for i in range(with_lost[-1] + 1, epochs) if workers[i] == 1]
     assert alone, workers
-    assert lost.node_id not in state["nodes"][-1] and replacement.node_id in state["nodes"][-1]
+    assert lost.node_id not in record.nodes[-1] and replacement.node_id in record.nodes[-1]
     # The global batch follows the workers: 5 a worker, 400 samples in 40 or 80 steps.
-    assert [h["global_batch"] for h in state["history"]] == [5.0 * w for w in workers]
+    assert [h["global_batch"] for h in record.history] == [5.0 * w for w in workers]
     client = MlflowClient(summary["tracking_uri"])
     for key in ("epoch", "val_accuracy", "train_loss", "workers"):
         steps = [m.step for m in client.get_metric_history(summary["run_id"], key)]
         assert steps == list(range(epochs)), key  # every epoch once, the restarts included
     assert client.get_run(summary["run_id"]).info.status == "FINISHED"
     # The learning rate follows the epoch, whatever the worker count (spec 4.9's schedule).
-    steady = ckpt.load_state(uninterrupted[0]["checkpoint"])["history"]
-    assert [h["lr"] for h in state["history"][:8]] == [h["lr"] for h in steady]
+    steady = ckpt.load_record(uninterrupted[0]["checkpoint"]).history
+    assert [h["lr"] for h in record.history[:8]] == [h["lr"] for h in steady]
     # Accuracy over epochs 6-8, as the uninterrupted run's last three (100 validation samples).
-    elastic = sum(h["val_accuracy"] for h in state["history"][5:8]) / 3
+    elastic = sum(h["val_accuracy"] for h in record.history[5:8]) / 3
     baseline = uninterrupted[0]["val_accuracy_last3_mean"]
     assert abs(elastic - baseline) <= 0.1, (elastic, baseline)
 

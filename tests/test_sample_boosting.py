@@ -7,13 +7,13 @@ import math
 
 import torch
 import torch.multiprocessing as mp
-from hm2bp.orchestration.boosting import SampleBoosting
+from hm2bp.kernels.boosting import Boosting
 from hm2bp.tests.boosting_worker import IDS, epoch, worker
 from hm2bp.tests.test_ddp import free_port
 
 
 def test_one_worker_raises_the_weights_of_its_wrong_samples():
-    boosting = SampleBoosting(sorted(IDS), n_classes=3)
+    boosting = Boosting(sorted(IDS), n_classes=3)
     epoch(boosting, range(len(IDS)))
     weights = boosting.weights(IDS)
     # Each class has one wrong sample: error 1/3 (classes 0, 1) or 1/2 (class 2), rate 1/20.
@@ -26,7 +26,7 @@ def test_one_worker_raises_the_weights_of_its_wrong_samples():
 
 def test_two_workers_share_their_votes(tmp_path):
     mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    single = SampleBoosting(sorted(IDS), n_classes=3)
+    single = Boosting(sorted(IDS), n_classes=3)
     epoch(single, range(len(IDS)))
     for rank in (0, 1):
         assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), single.weights(IDS))

@@ -38,22 +38,38 @@ def test_optimizer_is_the_reference_adam():
 
 
 def test_boosting_raises_misclassified_weights_by_class_error():
-    boost = Boosting(n_samples=6, n_classes=2)
+    ids = [f"s{i}" for i in range(6)]
+    boost = Boosting(ids, n_classes=2)
     labels = torch.tensor([0, 0, 0, 0, 1, 1])
     predictions = torch.tensor([0, 1, 0, 0, 1, 1])  # one of four class-0 samples wrong
-    boost.record(torch.arange(3), labels[:3], predictions[:3])
-    boost.record(torch.arange(3, 6), labels[3:], predictions[3:])
+    boost.record(ids[:3], labels[:3], predictions[:3])
+    boost.record(ids[3:], labels[3:], predictions[3:])
     boost.end_epoch()
-    w = boost.weights(torch.arange(6))
+    w = boost.weights(ids)
     assert w[1].item() == pytest.approx(math.exp(0.25 / 20))
     assert torch.equal(w[[0, 2, 3, 4, 5]], torch.ones(5, dtype=torch.float64))
+    assert boost.votes == ([], [], [])  # forgotten once the epoch is over
     boost.end_epoch()  # no votes recorded: nothing changes
-    assert boost.weights(torch.tensor([1])).item() == pytest.approx(math.exp(0.25 / 20))
-    restored = Boosting(6, 2)
+    assert boost.weights(["s1"]).item() == pytest.approx(math.exp(0.25 / 20))
+    restored = Boosting(ids, 2)
     restored.load_state_dict(boost.state_dict())
-    assert torch.equal(restored.weights(torch.arange(6)), w)
+    assert torch.equal(restored.weights(ids), w)
 
 
-def test_boosting_refuses_bad_indices():
-    with pytest.raises(ValueError, match="indices"):
-        Boosting(3, 2).weights(torch.tensor([3]))
+def test_a_sample_voted_twice_counts_once_with_its_last_vote():
+    ids = ["a", "b"]
+    twice, once = Boosting(ids, n_classes=1), Boosting(ids, n_classes=1)
+    twice.record(["a", "b"], torch.tensor([0, 0]), torch.tensor([0, 0]))
+    twice.record(["a"], torch.tensor([0]), torch.tensor([1]))
+    once.record(["b", "a"], torch.tensor([0, 0]), torch.tensor([0, 1]))
+    twice.end_epoch()
+    once.end_epoch()
+    assert torch.equal(twice.weights(ids), once.weights(ids))
+    assert twice.weights(["a"]).item() == pytest.approx(math.exp(0.5 / 20))
+
+
+def test_boosting_refuses_unknown_ids_and_duplicates():
+    with pytest.raises(ValueError, match="sample id 's3': not in the training set"):
+        Boosting(["s0", "s1"], 2).weights(["s3"])
+    with pytest.raises(ValueError, match="sample_ids: found an id twice"):
+        Boosting(["s0", "s0"], 2)

@@ -190,6 +190,6 @@ def test_a_server_gone_for_good_ends_the_run_stating_it_with_the_checkpoint_whol
     assert problem.startswith(f"tracking store {mlflow_server.uri} failed at the end of training")
     assert f"MLflow run {summary['run_id']} may lack any of epochs [0, 1]" in problem
     assert f"tracking problem: {problem}" in err
-    state = ckpt.load_state(summary["checkpoint"])
-    assert [h["val_accuracy"] for h in state["history"]][-1] == summary["val_accuracy"]
-    assert len(state["history"]) == summary["epochs"] == 2
+    history = ckpt.load_record(summary["checkpoint"]).history
+    assert [h["val_accuracy"] for h in history][-1] == summary["val_accuracy"]
+    assert len(history) == summary["epochs"] == 2

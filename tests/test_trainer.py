@@ -5,6 +5,8 @@ resume on rerun, and a worker killed mid-training."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,8 +15,8 @@ from hm2bp.orchestration import cli
 from hm2bp.orchestration.config import ConfigError
 from hm2bp.orchestration.trainer import (
     build_trainer,
-    check_against_manifest,
     cpus_per_worker,
+    preflight,
     resolved,
     train,
 )
@@ -43,11 +45,11 @@ def test_cpus_per_worker_leave_one_cpu_for_ray_data(tmp_path):
 
 def test_gpu_workers_get_nccl_and_a_gpu_each(shards, tmp_path):
     config = resolved(small_config(shards, tmp_path, "scaling.gpus_per_worker=1"))
-    trainer = build_trainer(config, check_against_manifest(config), None, cluster_cpus=32)
+    trainer = build_trainer(config, preflight(config), None, cluster_cpus=32)
     assert trainer.scaling_config.use_gpu and trainer.scaling_config.num_workers == 2
     assert trainer.scaling_config.resources_per_worker == {"CPU": 1.0, "GPU": 1.0}
     assert trainer.backend_config.backend == "nccl"
-    cpu = build_trainer(resolved(small_config(shards, tmp_path)), check_against_manifest(config),
+    cpu = build_trainer(resolved(small_config(shards, tmp_path)), preflight(config),
                         None, cluster_cpus=2)  # fmt: skip
     assert not cpu.scaling_config.use_gpu and cpu.backend_config.backend == "gloo"
     assert cpu.scaling_config.resources_per_worker == {"CPU": 0.5}
@@ -137,6 +139,24 @@ def test_two_workers_train_track_and_resume_on_rerun(shards, tmp_path, capsys):
     expected = [max(accuracies)] * 2 + [accuracies[2]]  # batches of another size: to rounding
     assert [e["accuracy"] for e in evaluated] == pytest.approx(expected, abs=0.011)
     assert {e["shards"] for e in evaluated} == {shards}
+
+    # A rerun with another network is refused on the driver before Ray and MLflow: with a Ray
+    # address where nothing answers, `ray.init` would fail, and the finished run stays as it was.
+    before = client.get_run(summary["run_id"]).info
+    changed = ("train.epochs=4", "network.layers.0.size=16", "network.layers.1.tau_m=32")
+    pairs = [arg for o in small_overrides(shards, tmp_path, *changed) for arg in ("--set", o)]
+    done = subprocess.run(
+        [sys.executable, "-m", "hm2bp.orchestration", "train", str(DEMO), *pairs],
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"config against its earlier run in {tmp_path}/runs/demo: 2 problems" in done.stderr
+    assert "network.layers.0.size: got 16 (run 'demo' was trained with 32;" in done.stderr
+    assert "network.layers.1.tau_m: got 32.0 (run 'demo' was trained with 64.0;" in done.stderr
+    after = client.get_run(summary["run_id"]).info
+    assert (after.status, after.end_time) == ("FINISHED", before.end_time)
+    assert [m.step for m in client.get_metric_history(summary["run_id"], "epoch")] == [0, 1, 2]
 
 
 @pytest.mark.e2e

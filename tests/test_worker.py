@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hm2bp.orchestration.checkpoint import best_epochs, latest_checkpoint, load_state
+from hm2bp.orchestration.checkpoint import (
+    TrainingState,
+    best_epochs,
+    latest_checkpoint,
+    load_record,
+)
 from hm2bp.orchestration.config import ConfigError
 from hm2bp.orchestration.evaluate import evaluate
 from hm2bp.orchestration.worker import run_local
@@ -35,10 +40,12 @@ def test_run_local_reports_every_metric_and_checkpoints_each_epoch(trained):
     assert history[-1]["workers"] == 1
     assert history[-1]["global_batch"] == 5  # 400 samples in 80 steps of 5
     assert history[-1]["val_accuracy"] > 0.3  # ten classes: chance is 0.1
-    state = load_state(latest_checkpoint(f"{root}/runs/demo"))
-    assert state["epoch"] == 2 and state["history"] == history
-    assert state["nodes"] == [["local"], ["local"]]  # each epoch's node of each rank
-    assert sum(map(sum, state["confusion"])) == 100  # every validation sample, once
+    state = TrainingState.load(latest_checkpoint(f"{root}/runs/demo"))
+    assert state.record.epochs == 2 and state.record.history == history
+    assert state.record.nodes == [["local"], ["local"]]  # each epoch's node of each rank
+    assert sum(map(sum, state.record.confusion)) == 100  # every validation sample, once
+    assert state.record.trained_on == {"device": "cpu", "backend": "cpu"}
+    assert set(state.model) == {"layers.0.weight", "layers.1.weight"} and state.boosting is None
     kept = {"checkpoint_epoch_0002", f"checkpoint_epoch_000{best_epochs(history)}"}  # latest, best
     assert {p.name for p in Path(root, "runs", "demo").iterdir()} == kept
 
@@ -57,7 +64,7 @@ def test_refusals_name_the_mismatch(trained, shards, ray_local):
 
     root, _ = trained
     other = small_config(shards, root, "scaling.workers=1", "network.layers.0.size=16")
-    with pytest.raises(ValueError, match="trained with a different `network` section"):
+    with pytest.raises(ConfigError, match=r"network.layers.0.size: got 16 \(run 'demo' was "):
         run_local(other, shards, device="cpu")
     unfit = small_config(shards, root, "data.T=100")
     with pytest.raises(ConfigError, match=r"data.T: got 100 \(the shards have T=50\)"):
@@ -73,7 +80,7 @@ def test_a_rerun_with_more_epochs_resumes_from_the_checkpoint(trained, shards):
     longer = small_config(shards, root, "scaling.workers=1", "train.epochs=3")
     resumed = run_local(longer, shards, device="cpu")
     assert len(resumed) == 3 and resumed[:2] == history  # epochs 1-2 came from the checkpoint
-    assert load_state(latest_checkpoint(f"{root}/runs/demo"))["epoch"] == 3
+    assert load_record(latest_checkpoint(f"{root}/runs/demo")).epochs == 3
 
 
 @pytest.mark.gpu
@@ -90,7 +97,8 @@ def test_the_cnn_row_reencodes_warped_pixels_each_epoch(ray_local, tmp_path):
     after the reference's warp, spec 2.2); validation uses the stored spikes."""
     import numpy as np
     import pyarrow.parquet as pq
-    from hm2bp.orchestration.batches import batch_spikes
+    import torch
+    from hm2bp.orchestration.batches import Decoder
     from hm2bp.pipelines.convert import convert
     from hm2bp.pipelines.manifest import read_manifest
 
@@ -109,10 +117,11 @@ def test_the_cnn_row_reencodes_warped_pixels_each_epoch(ray_local, tmp_path):
     )
     manifest = read_manifest(shards)
     rows = pq.read_table(f"{shards}/{manifest.shards[0].file}").slice(0, 6)
-    one = batch_spikes(rows, config, manifest, np.random.default_rng(1))[0]
-    two = batch_spikes(rows, config, manifest, np.random.default_rng(2))[0]
-    stored = batch_spikes(rows, config, manifest)[0]
-    assert one.shape == two.shape == stored.shape == (50, 6, 64)
+    decode = Decoder(config, manifest, torch.device("cpu"))
+    one, two, stored = (
+        decode(rows, rng)[0].reshape(50, 6, 64).numpy()
+        for rng in (np.random.default_rng(1), np.random.default_rng(2), None)
+    )
     assert set(np.unique(one)) <= {0, 1} and not one[0].any()  # no spike at t = 0 (spec 2.1)
     assert not np.array_equal(one, two)  # fresh draws and warps
     assert 0.5 < one.sum() / stored.sum() < 2  # the same rates, give or take the warp
