@@ -170,16 +170,18 @@ def _verified(fs, folder: str, name: str) -> bytes:
     try:
         data = read_bytes(fs, f"{folder}/{name}")
     except FileNotFoundError:
+        if not any(_exists(fs, f"{folder}/{n}") for n in (RECORD_FILE, CHECKPOINT_FILE)):
+            raise FileNotFoundError(
+                f"{folder}: no checkpoint (expected a checkpoint_epoch_NNNN folder written by "
+                "`hm2bp train`, or its checkpoint.pt)"
+            ) from None
         hint = (
-            " (a checkpoint of an hm2bp before format 2 holds no record: evaluate or resume it "
-            "with that version)"
-            if name == RECORD_FILE and _exists(fs, f"{folder}/{CHECKPOINT_FILE}")
-            else ""
+            "a checkpoint of an hm2bp before format 2, which kept no record: evaluate or resume "
+            "it with that version"
+            if name == RECORD_FILE
+            else "the file each hm2bp checkpoint folder holds"
         )
-        raise FileNotFoundError(
-            f"{folder}/{name}: no such file (expected a checkpoint_epoch_NNNN folder written by "
-            f"`hm2bp train`){hint}"
-        ) from None
+        raise FileNotFoundError(f"{folder}/{name}: no such file ({hint})") from None
     try:
         lines = read_bytes(fs, f"{folder}/{DIGEST_FILE}").decode(errors="replace").splitlines()
     except FileNotFoundError:

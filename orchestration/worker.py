@@ -104,16 +104,15 @@ class Run:
         if config.boosting:
             split = read_split(config.data.shards, manifest, config.data.train_split, ["sample_id"])
             boosting = Boosting(sorted(split.column(0).to_pylist()), config.network.n_classes)
-        model = network
-        if distributed():  # Ray Train made the process group: gloo on CPU, NCCL on GPU
-            ids = [session.device.index] if session.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
         record = RunRecord(config=to_dict(config), classes=list(manifest.classes))
-        run = cls(config, manifest, session, network, model, optimizer, boosting,
+        run = cls(config, manifest, session, network, network, optimizer, boosting,
                   Decoder(config, manifest, session.device), record)  # fmt: skip
         state = session.restore()
         if state is not None:
             run.restore(state)
+        if distributed():  # Ray Train made the process group: gloo on CPU, NCCL on GPU
+            ids = [session.device.index] if session.device.type == "cuda" else None
+            run.model = torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
         return run
 
     def restore(self, state: TrainingState) -> None:
@@ -133,10 +132,6 @@ class Run:
             rng=torch.get_rng_state(),
             boosting=None if self.boosting is None else self.boosting.state_dict(),
         )
-
-    @property
-    def classes(self) -> int:
-        return self.config.network.n_classes
 
 
 def validate(network: Network, batches, decode: Decoder) -> Tally:
@@ -164,7 +159,7 @@ def train_step(run: Run, spikes: torch.Tensor, labels: torch.Tensor, ids: list[s
 def train_epoch(run: Run, epoch: int) -> Tally:
     """One pass over this worker's share; a progress bar on rank 0."""
     config, session = run.config, run.session
-    tally = Tally(run.classes)
+    tally = Tally(config.network.n_classes)
     rows = sum(run.manifest.counts.get(config.data.train_split, {}).values()) // session.world_size
     bar = session.progress(
         math.ceil(rows / config.train.batch_size), f"epoch {epoch + 1}/{config.train.epochs}"

@@ -60,7 +60,7 @@ def test_the_best_is_the_later_of_equal_scores_and_kept_beside_the_latest(tmp_pa
 
 
 def test_missing_checkpoint_names_what_was_expected(tmp_path):
-    with pytest.raises(FileNotFoundError, match="record.json: no such file .expected a"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint .expected a checkpoint_epoch_NNNN"):
         ckpt.TrainingState.load(tmp_path)
     assert ckpt.latest_checkpoint(str(tmp_path / "nothing")) is None
 
@@ -121,7 +121,7 @@ def test_a_checkpoint_of_the_one_file_format_names_the_version_that_reads_it(tmp
     folder = tmp_path / "checkpoint_epoch_0001"
     state(1).save(str(folder))
     (folder / "record.json").unlink()  # format 1 kept the record inside checkpoint.pt
-    with pytest.raises(FileNotFoundError, match="hm2bp before format 2 holds no record"):
+    with pytest.raises(FileNotFoundError, match="record.json: no such file .a checkpoint of an"):
         ckpt.load_record(folder)
 
 
