@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
@@ -40,6 +41,7 @@ from hm2bp.orchestration.worker import train_loop_per_worker
 from hm2bp.pipelines.manifest import Manifest, read_manifest
 from hm2bp.pipelines.shards import ShardSource, verified_bytes
 from hm2bp.pipelines.storage import absolute, check_shared
+from tqdm.auto import tqdm
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,11 @@ def check_against_manifest(config: ExperimentConfig) -> Manifest:
     if problems:
         raise ConfigError(problems, f"config against the shards in {config.data.shards}")
     source = ShardSource.of(config.data.shards)
-    for split in {config.data.train_split, config.data.val_split}:
-        for entry in manifest.entries(split, config.data.shards):
-            verified_bytes(source, entry, manifest)
+    splits = {config.data.train_split, config.data.val_split}
+    entries = [e for split in splits for e in manifest.entries(split, config.data.shards)]
+    # A bar on a terminal only (disable=None): the MNIST shards take a while to hash.
+    for entry in tqdm(entries, desc="verify shards", unit="shard", leave=False, disable=None):
+        verified_bytes(source, entry, manifest)
     return manifest
 
 
@@ -138,7 +142,9 @@ def build_trainer(
     if gpus:
         resources["GPU"] = gpus
     data = config.data
-    ingest = DataConfig.default_ingest_options()
+    with warnings.catch_warnings():  # Ray 2.60 passes on its own deprecated exclude_resources
+        warnings.filterwarnings("ignore", ".*exclude_resources", DeprecationWarning)
+        ingest = DataConfig.default_ingest_options()
     ingest.preserve_order = True
     return TorchTrainer(
         train_loop_per_worker,

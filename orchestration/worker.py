@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -261,7 +262,8 @@ def run_training(
             logger.sync(progress.history)  # after the checkpoint: each epoch is logged once
             logger.tag_nodes(progress.nodes)
         if session.rank == 0:
-            print(_epoch_line(epoch, config.train.epochs, metrics), flush=True)
+            # Progress, not the result: on stderr, which Ray forwards to the driver's stderr.
+            print(_epoch_line(epoch, config.train.epochs, metrics), file=sys.stderr, flush=True)
     if logger is not None and progress.history:
         _log_plots(logger, network, session, config, manifest, progress.history,
                    progress.confusion)  # fmt: skip
