@@ -57,8 +57,11 @@ def quiet() -> None:
     already running (a notebook, a test) its filters apply at once."""
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
-    import ray
-    import ray._private.worker as ray_worker  # holds the hooks ray.init runs when it is done
+    try:
+        import ray
+        import ray._private.worker as ray_worker  # holds the hooks ray.init runs when it is done
+    except ImportError:  # a machine without Ray (the GPU machine evaluates without it)
+        return
 
     if _after_ray_init not in ray_worker._post_init_hooks:
         ray_worker._post_init_hooks.append(_after_ray_init)
