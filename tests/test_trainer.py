@@ -178,7 +178,10 @@ def test_demo_converts_trains_two_workers_and_prints_json_quietly(ray_local, tmp
     assert summary["tracking_uri"] == f"sqlite:///{tmp_path}/m.db"
     assert "samples  1797 (train 1438, val 359)" in err  # the held-out 20 %
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/m.db" in err
-    lines = err.splitlines()
+    # Ray 2.60's PlacementGroupCleaner finds its cluster by looking for running ones, and where
+    # several run on one machine (this session's and any other's) its thread dies with a
+    # traceback that has nothing to do with the command: not counted.
+    lines = [line for line in err.splitlines() if "(PlacementGroupCleaner pid=" not in line]
     assert len(lines) <= 40, err  # one screen
     for marker in ("TrainingReport", "core_worker.cc", "DeprecationWarning", "Progress bars"):
         assert not [line for line in lines if marker in line], marker
