@@ -1,12 +1,16 @@
 """The `hm2bp` console script: a thin dispatcher.
 
 Each subcommand parses its arguments here and calls one importable function of its room, so that
-the CLI, `ray job submit` entry points and tests all run the same code.
+the CLI, `ray job submit` entry points and tests all run the same code. A handler prints its human
+lines and returns its exit status and its record; with `--json` the lines (and whatever Ray, Tune
+or a worker prints to stdout meanwhile) go to stderr, and the record alone, as one JSON object, to
+stdout. Ray's internals show only with `-v` (`verbosity.py`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -14,9 +18,14 @@ from importlib.metadata import version
 from typing import Any
 
 JSON_HELP = "print one JSON object on stdout, the human lines on stderr"
+VERBOSE_HELP = "also show Ray's, Ray Data's and MLflow's own log lines (default: warnings only)"
 
+# What a handler returns: its exit status and its `--json` record.
+Outcome = tuple[int, Any]
 # name -> (help, function that adds the subcommand's arguments, function that runs it)
-Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+Command = tuple[
+    str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Outcome]
+]
 
 
 def _commands() -> dict[str, Command]:
@@ -92,7 +101,8 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _convert(args: argparse.Namespace) -> int:
+def _convert(args: argparse.Namespace) -> Outcome:
+    import ray
     from hm2bp.pipelines.convert import convert
 
     options = {}
@@ -100,11 +110,12 @@ def _convert(args: argparse.Namespace) -> int:
         key, sep, text = pair.partition("=")
         if not (key and sep):
             print(f"hm2bp convert: --option {pair!r} (expected KEY=VALUE)", file=sys.stderr)
-            return 2
+            return 2, None
         try:
             options[key] = json.loads(text)
         except json.JSONDecodeError:
             options[key] = text
+    ray_started = not ray.is_initialized()
     summary = convert(
         args.dataset,
         out=args.out,
@@ -117,21 +128,13 @@ def _convert(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         keep_pixels=args.keep_pixels,
         reader_options=options,
-        progress=True,
+        progress=True,  # on a terminal only
         overwrite=args.overwrite,
     )
-    _emit(summary.format(), summary.summary(), args.json)
-    return 0
-
-
-def _emit(text: str, record: Any, as_json: bool) -> None:
-    """A command's result: its lines on stdout, or with `--json` one JSON object on stdout and the
-    lines on stderr, so that `hm2bp ... --json | jq` reads exactly one object."""
-    if as_json:
-        print(text, file=sys.stderr)
-        print(json.dumps(record, default=str), flush=True)
-    else:
-        print(text, flush=True)
+    if ray_started:  # before the summary: no line of Ray's follows it
+        ray.shutdown()
+    print(summary.format(), flush=True)
+    return 0, summary.summary()
 
 
 def _set_and_json(parser: argparse.ArgumentParser) -> None:
@@ -144,9 +147,7 @@ def _set_and_json(parser: argparse.ArgumentParser) -> None:
         help="override a config field by its dotted path, e.g. --set optimizer.lr=5e-4 "
         "--set network.layers.0.threshold=15 (value read as YAML)",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object as the last line"
-    )
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,7 +155,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     _set_and_json(parser)
 
 
-def _report_run(result, as_json: bool, ray_started: bool) -> None:
+def _report_run(result, ray_started: bool) -> Outcome:
     """The end of `train` and `demo`: a Ray this command started is shut down first, so that no
     worker line follows the summary."""
     import ray
@@ -173,11 +174,10 @@ def _report_run(result, as_json: bool, ray_started: bool) -> None:
     )
     if summary["tracking_problem"]:
         print(f"tracking problem: {summary['tracking_problem']}", file=sys.stderr)
-    if as_json:
-        print(json.dumps(summary), flush=True)
+    return 0, summary
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace) -> Outcome:
     from pathlib import Path
 
     import ray
@@ -187,8 +187,7 @@ def _train(args: argparse.Namespace) -> int:
     ray_started = not ray.is_initialized()
     config = load_config(args.config, args.overrides)
     result = train(config, config_text=Path(args.config).read_text())
-    _report_run(result, args.json, ray_started)
-    return 0
+    return _report_run(result, ray_started)
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,13 +212,13 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace) -> Outcome:
     from hm2bp.orchestration.evaluate import evaluate, resolve_checkpoint
 
     checkpoint = resolve_checkpoint(args.checkpoint, args.run, args.tracking_uri)
     result = evaluate(checkpoint, args.shards, args.split, args.device, args.batch_size)
-    _emit(result.format(), result.summary(), args.json)
-    return 0
+    print(result.format(), flush=True)
+    return 0, result.summary()
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -229,14 +228,13 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     _set_and_json(parser)
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace) -> Outcome:
     import ray
     from hm2bp.orchestration.demo import demo
 
     ray_started = not ray.is_initialized()
     result = demo(args.workdir, args.overrides)
-    _report_run(result, args.json, ray_started)
-    return 0
+    return _report_run(result, ray_started)
 
 
 def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -244,7 +242,7 @@ def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
     _set_and_json(parser)  # --set applies to the base experiment
 
 
-def _sweep(args: argparse.Namespace) -> int:
+def _sweep(args: argparse.Namespace) -> Outcome:
     import ray
     from hm2bp.orchestration.runs import collect_runs, format_table
     from hm2bp.orchestration.sweep import load_sweep, run_sweep
@@ -268,9 +266,7 @@ def _sweep(args: argparse.Namespace) -> int:
         metric = sweep.settings.metric
         print(f"best trial {result.best_trial}: {metric} {result.best_value:.4f}")
     print(f"compare: hm2bp runs --experiment {experiment} --tracking-uri {result.tracking_uri}")
-    if args.json:
-        print(json.dumps(result.summary(), default=str), flush=True)
-    return 0 if not any(t["error"] for t in result.trials) else 1
+    return (1 if any(t["error"] for t in result.trials) else 0), result.summary()
 
 
 def _runs_arguments(parser: argparse.ArgumentParser) -> None:
@@ -291,7 +287,7 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
 
 
-def _runs(args: argparse.Namespace) -> int:
+def _runs(args: argparse.Namespace) -> Outcome:
     from pathlib import Path
 
     from hm2bp.orchestration.runs import collect_runs, format_table, plot_runs, rows_as_json
@@ -300,12 +296,10 @@ def _runs(args: argparse.Namespace) -> int:
     rows = collect_runs(resolve_tracking_uri(args.tracking_uri), args.experiment, args.sort)
     if args.plot:
         plot = plot_runs(rows, args.sort, Path(args.plot))
-        print(f"comparison plot: {plot}", file=sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(rows_as_json(rows))
-    else:
+        print(f"comparison plot: {plot}")
+    if not args.json:
         print(format_table(rows, args.metric or [args.sort, "val_loss"]))
-    return 0
+    return 0, json.loads(rows_as_json(rows))  # runs.py's one object, printed by `main`
 
 
 def expected_failure(err: BaseException) -> BaseException | None:
@@ -346,10 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the traceback of an expected failure too (bad input, config, store)",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, handler) in _commands().items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(cmd)
+        # Also after the command (`hm2bp demo -v`); SUPPRESS keeps a `-v` given before it.
+        cmd.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+        )
         cmd.set_defaults(handler=handler)
     return parser
 
@@ -360,14 +359,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 2
+    if not args.verbose:
+        from hm2bp.orchestration.verbosity import quiet
+
+        quiet()
+    stdout = sys.stdout
     try:
-        return args.handler(args)
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            code, record = args.handler(args)
     except Exception as err:
         found = expected_failure(err)
         if found is None or args.traceback:
             raise
         print(f"hm2bp {args.command}: {found}", file=sys.stderr)
         return 1
+    if args.json and record is not None:
+        print(json.dumps(record, default=str), file=stdout, flush=True)
+    return code
 
 
 if __name__ == "__main__":

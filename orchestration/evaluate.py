@@ -10,6 +10,8 @@ needed. `resolve_checkpoint` turns `best`, `latest` and MLflow `runs:/<id>` URIs
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -119,7 +121,9 @@ def evaluate(
     network.eval()
     session = LocalSession(config, manifest, device)
     batches = session.val_batches(batch_size, columns(config, train=False))
-    tally = validate(network, batches, Decoder(config, manifest, session.device))
+    total = math.ceil(sum(manifest.counts.get(split, {}).values()) / batch_size)
+    bar = session.progress(total, f"evaluate {split}")  # on a terminal only
+    tally = validate(network, _counted(batches, bar), Decoder(config, manifest, session.device))
     metrics = tally.metrics("")
     return Evaluation(
         accuracy=metrics["accuracy"],
@@ -134,3 +138,11 @@ def evaluate(
         backend=network.backend.name,
         trained_on=dict(record.trained_on),
     )
+
+
+def _counted(batches: Iterator[Any], bar: Any) -> Iterator[Any]:
+    """`batches`, each counted on `bar` once evaluated; the bar closed at the end."""
+    for batch in batches:
+        yield batch
+        bar.update(1)
+    bar.close()

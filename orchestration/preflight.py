@@ -16,6 +16,7 @@ from hm2bp.orchestration.config import ExperimentConfig
 from hm2bp.orchestration.schema import ConfigError, flatten, to_dict
 from hm2bp.pipelines.manifest import Manifest, read_manifest
 from hm2bp.pipelines.shards import ShardSource, verified_bytes
+from tqdm.auto import tqdm
 
 
 def preflight(config: ExperimentConfig) -> Manifest:
@@ -37,9 +38,11 @@ def check_shards(config: ExperimentConfig, manifest: Manifest) -> None:
     """The digests of the shards the run trains and validates on (a damaged shard is one message
     here, where a worker would fail with Ray's tracebacks; workers check again as they read)."""
     source = ShardSource.of(config.data.shards)
-    for split in {config.data.train_split, config.data.val_split}:
-        for entry in manifest.entries(split, config.data.shards):
-            verified_bytes(source, entry, manifest)
+    splits = {config.data.train_split, config.data.val_split}
+    entries = [e for split in splits for e in manifest.entries(split, config.data.shards)]
+    # A bar on a terminal only (disable=None): the MNIST shards take a while to hash.
+    for entry in tqdm(entries, desc="verify shards", unit="shard", leave=False, disable=None):
+        verified_bytes(source, entry, manifest)
 
 
 def manifest_problems(config: ExperimentConfig, manifest: Manifest) -> list[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
@@ -122,7 +123,9 @@ def build_trainer(
     if gpus:
         resources["GPU"] = gpus
     data = config.data
-    ingest = DataConfig.default_ingest_options()
+    with warnings.catch_warnings():  # Ray 2.60 passes on its own deprecated exclude_resources
+        warnings.filterwarnings("ignore", ".*exclude_resources", DeprecationWarning)
+        ingest = DataConfig.default_ingest_options()
     ingest.preserve_order = True
     return TorchTrainer(
         train_loop_per_worker,

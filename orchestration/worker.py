@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -241,7 +242,8 @@ def run_training(
             logger.sync(record.history)
             logger.tag_nodes(record.nodes)
         if session.rank == 0:
-            print(_epoch_line(epoch, config.train.epochs, metrics), flush=True)
+            # Progress, not the result: on stderr, which Ray forwards to the driver's stderr.
+            print(_epoch_line(epoch, config.train.epochs, metrics), file=sys.stderr, flush=True)
     if logger is not None and record.history:
         _log_plots(logger, run)
     return record.history

@@ -110,8 +110,9 @@ def convert(
     its values. `split` is a spec of `splits.py` (default: `default_split`). Raises the reader's
     `BadInputError` unless `skip_bad`, which lists the skipped files in the manifest instead.
     A folder holding a conversion with other options is refused unless `overwrite`, which
-    replaces it atomically (`destination.py`).
-    Calls `ray.init()` (joining `RAY_ADDRESS`, else starting a local Ray) unless Ray is running.
+    replaces it atomically (`destination.py`). `progress` shows a bar over finished shards on
+    stderr when it is a terminal. Calls `ray.init()` (joining `RAY_ADDRESS`, else starting a
+    local Ray) unless Ray is running.
     """
     started = time.perf_counter()
     source = None if source is None else Path(source).absolute()
@@ -289,7 +290,8 @@ def _run(jobs: Sequence[ShardJob], reader: Reader, progress: bool, desc: str) ->
     pending: dict[ray.ObjectRef, int] = {}
     results: list[ShardResult | None] = [None] * len(jobs)
     failure: ray.exceptions.RayTaskError | None = None
-    with tqdm(total=len(jobs), desc=desc, unit="shard", disable=not progress) as bar:
+    # disable=None: the bar shows only on a terminal, not in `ray job submit` logs or a pipe.
+    with tqdm(total=len(jobs), desc=desc, unit="shard", disable=None if progress else True) as bar:
         while waiting or pending:
             while waiting and failure is None and len(pending) < window:
                 i, job = waiting.pop()

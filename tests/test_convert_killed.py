@@ -7,6 +7,7 @@ Ray's two node agents (dashboard and runtime-env agents) are Ray's own and leave
 of their raylet, which this test does not wait for. Joined to a cluster, Ray ends a dead driver's
 job and kills its task workers at once (measured, recorded in docs/reliability.md)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -74,8 +75,11 @@ def test_a_killed_driver_stops_its_tasks_and_a_rerun_finishes(tmp_path):
     time.sleep(3)
     assert shards(out) == left  # nothing writes any more
     assert not (out / "manifest.json").exists()
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"written, {len(left)} already complete)" in rerun.stdout
+    assert f"written, {len(left)} already complete)" in rerun.stderr  # the human lines
+    summary = json.loads(rerun.stdout)  # stdout: exactly one JSON object
+    assert summary["samples"] == 1797 and summary["shards_reused"] == len(left)
     manifest = read_manifest(str(out))
     assert manifest.samples == 1797 and shards(out) == {e.file for e in manifest.shards}

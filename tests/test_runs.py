@@ -60,10 +60,10 @@ def test_an_unknown_experiment_names_the_ones_that_exist(store):
         collect_runs(store, "nope")
 
 
-def test_cli_prints_json_as_its_last_line(store, capsys):
+def test_cli_prints_exactly_one_json_object(store, capsys):
     from hm2bp.orchestration.cli import main
 
     assert main(["runs", "--experiment", "sweep", "--tracking-uri", store, "--json"]) == 0
-    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    data = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in data["runs"]] == ["lr-low", "lr-high", "lr-mid"]
     assert data["differing_params"] == ["optimizer.lr"]

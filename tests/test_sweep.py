@@ -127,7 +127,7 @@ def test_a_local_sweep_logs_to_the_default_store_of_its_directory(
         "tracking.experiment=sweep-test",
     ]
     assert main(["sweep", str(path), "--json", *[a for o in overrides for a in ("--set", o)]]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads(capsys.readouterr().out)  # stdout: exactly one JSON object
     assert summary["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(summary["tracking_uri"])
     parent = client.get_run(summary["parent_run_id"])
