@@ -35,6 +35,7 @@ import yaml
 from hm2bp.orchestration import checkpoint as ckpt
 from hm2bp.orchestration import tracking
 from hm2bp.orchestration.config import ExperimentConfig, manifest_problems, to_dict
+from hm2bp.orchestration.run_inputs import dataset_inputs
 from hm2bp.orchestration.schema import ConfigError, flatten
 from hm2bp.orchestration.worker import train_loop_per_worker
 from hm2bp.pipelines.manifest import Manifest, read_manifest
@@ -214,6 +215,7 @@ def open_tracking(
     }
     if config_text is not None:
         texts["config_source.yaml"] = config_text
+    splits = {"train": config.data.train_split, "val": config.data.val_split}
     return tracking.open_run(
         uri,
         config.tracking.experiment,
@@ -222,6 +224,7 @@ def open_tracking(
         params=flatten(to_dict(config)),
         texts=texts,
         parent_run_id=parent_run_id,
+        datasets=dataset_inputs(manifest, config.data.shards, splits),
     )
 
 

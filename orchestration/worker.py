@@ -32,7 +32,8 @@ from hm2bp.orchestration.boosting import SampleBoosting, training_ids
 from hm2bp.orchestration.config import ExperimentConfig, config_from_dict, network_spec, to_dict
 from hm2bp.orchestration.metrics import Tally, distributed, peak_memory_mb, reduce_max
 from hm2bp.orchestration.session import LocalSession, RaySession, Session
-from hm2bp.orchestration.tracking import EpochLogger, RunRef
+from hm2bp.orchestration.tracking import RunRef
+from hm2bp.orchestration.training_log import TrainingLog
 from hm2bp.pipelines.manifest import Manifest, manifest_from_json
 
 
@@ -242,9 +243,10 @@ def run_training(
     if distributed():  # Ray Train made the process group: gloo on CPU, NCCL on GPU
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
-    logger = EpochLogger(tracking) if tracking is not None and session.rank == 0 else None
-    if logger is not None:
-        logger.sync(progress.history)  # epochs checkpointed before a restart but not yet logged
+    logger = None
+    if tracking is not None and session.rank == 0:
+        logger = TrainingLog(tracking, manifest.classes, manifest.dt_ms)
+        logger.start(progress.history)  # epochs checkpointed before a restart, not yet logged
     for epoch in range(progress.epochs, config.train.epochs):
         metrics, progress.confusion = run_epoch(
             model, network, optimizer, session, config, manifest, boosting, epoch
@@ -257,14 +259,13 @@ def run_training(
             state = _state(config, manifest, network, optimizer, boosting, progress, device)
             state["replica_digests"] = replicas
         session.report(metrics, state, epoch + 1)  # a barrier: every rank reports
-        if logger is not None:
-            logger.sync(progress.history)  # after the checkpoint: each epoch is logged once
-            logger.tag_nodes(progress.nodes)
+        if logger is not None:  # after the checkpoint: each epoch is logged once
+            logger.epoch(progress.history, progress.nodes, progress.confusion)
         if session.rank == 0:
             print(_epoch_line(epoch, config.train.epochs, metrics), flush=True)
-    if logger is not None and progress.history:
-        _log_plots(logger, network, session, config, manifest, progress.history,
-                   progress.confusion)  # fmt: skip
+    if logger is not None:
+        sample = _output_sample(network, session, config, manifest) if progress.history else ()
+        logger.finish(*sample)
     return progress.history
 
 
@@ -298,27 +299,14 @@ def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
     )
 
 
-def _log_plots(logger, network, session, config, manifest, history, confusion) -> None:
-    """Learning curves, the confusion matrix and one validation sample's output raster."""
-    import matplotlib.pyplot as plt
-    from hm2bp.orchestration import plots
-
-    figures = {
-        "plots/learning_curves.png": plots.learning_curves(history),
-        "plots/confusion_matrix.png": plots.confusion_matrix(confusion, manifest.classes),
-    }
+def _output_sample(network, session: Session, config: ExperimentConfig, manifest) -> tuple:
+    """The output layer's spikes `[T, n_classes]` for the first validation sample, and its
+    label (for `TrainingLog.finish`); empty if the validation set is."""
     batch = next(iter(session.val_batches(1, columns(config, train=False))), None)
-    if batch is not None:
-        spikes, labels = to_device(*batch_spikes(batch, config, manifest), config, session.device)
-        with torch.no_grad():
-            out = network(spikes)
-        raster = out.spikes[-1][:, 0].reshape(len(out.spikes[-1]), -1).cpu().numpy()
-        figures["plots/output_raster.png"] = plots.output_raster(
-            raster, manifest.classes, int(labels[0]), manifest.dt_ms
-        )
-    for name, figure in figures.items():
-        logger.log_figure(figure, name)
-        plt.close(figure)
-    logger.log_dict(
-        {"classes": list(manifest.classes), "matrix": confusion.tolist()}, "confusion_matrix.json"
-    )
+    if batch is None:
+        return ()
+    spikes, labels = to_device(*batch_spikes(batch, config, manifest), config, session.device)
+    with torch.no_grad():
+        out = network(spikes)
+    raster = out.spikes[-1][:, 0].reshape(len(out.spikes[-1]), -1).cpu().numpy()
+    return raster, int(labels[0])
