@@ -260,12 +260,12 @@ def run_training(
             state["replica_digests"] = replicas
         session.report(metrics, state, epoch + 1)  # a barrier: every rank reports
         if logger is not None:  # after the checkpoint: each epoch is logged once
-            logger.epoch(progress.history, progress.nodes, progress.confusion)
+            sample = _output_sample(network, session, config, manifest)
+            logger.epoch(progress.history, progress.nodes, progress.confusion, *sample)
         if session.rank == 0:
             print(_epoch_line(epoch, config.train.epochs, metrics), flush=True)
     if logger is not None:
-        sample = _output_sample(network, session, config, manifest) if progress.history else ()
-        logger.finish(*sample)
+        logger.finish()
     return progress.history
 
 
@@ -301,7 +301,7 @@ def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
 
 def _output_sample(network, session: Session, config: ExperimentConfig, manifest) -> tuple:
     """The output layer's spikes `[T, n_classes]` for the first validation sample, and its
-    label (for `TrainingLog.finish`); empty if the validation set is."""
+    label (for `TrainingLog.epoch`); empty if the validation set is."""
     batch = next(iter(session.val_batches(1, columns(config, train=False))), None)
     if batch is None:
         return ()
