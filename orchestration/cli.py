@@ -256,12 +256,11 @@ def _sweep(args: argparse.Namespace) -> Outcome:
     if result.tracking_problem:  # the table would be read from that store
         print(f"tracking problem: {result.tracking_problem}", file=sys.stderr)
     else:
-        children = [
-            row
-            for row in collect_runs(result.tracking_uri, experiment, sweep.settings.metric)
-            if row.parent_run_id == result.parent_run_id
-        ]
-        print(format_table(children, [sweep.settings.metric]))
+        metric = sweep.settings.metric
+        children = collect_runs(
+            result.tracking_uri, experiment, metric, parent_run_id=result.parent_run_id
+        )
+        print(format_table(children, [metric]))
     if result.best_trial is not None:
         metric = sweep.settings.metric
         print(f"best trial {result.best_trial}: {metric} {result.best_value:.4f}")
@@ -281,6 +280,12 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="metric column(s) to show (default: the sort metric and val_loss)",
     )
+    parser.add_argument("--parent", help="only the child runs of this run id (a sweep's trials)")
+    parser.add_argument(
+        "--filter",
+        help="only the runs this MLflow search filter selects, e.g. \"params.seed = '0'\" or "
+        "\"attributes.status = 'FINISHED'\" (the store filters)",
+    )
     parser.add_argument(
         "--plot", help="also write every run's curve of the sort metric to this png"
     )
@@ -293,12 +298,20 @@ def _runs(args: argparse.Namespace) -> Outcome:
     from hm2bp.orchestration.runs import collect_runs, format_table, plot_runs, rows_as_json
     from hm2bp.orchestration.tracking import resolve_tracking_uri
 
-    rows = collect_runs(resolve_tracking_uri(args.tracking_uri), args.experiment, args.sort)
+    metrics = args.metric or [args.sort, "val_loss"]
+    rows = collect_runs(
+        resolve_tracking_uri(args.tracking_uri),
+        args.experiment,
+        args.sort,
+        metrics,
+        parent_run_id=args.parent,
+        filter_string=args.filter,
+    )
     if args.plot:
         plot = plot_runs(rows, args.sort, Path(args.plot))
         print(f"comparison plot: {plot}")
     if not args.json:
-        print(format_table(rows, args.metric or [args.sort, "val_loss"]))
+        print(format_table(rows, metrics))
     return 0, json.loads(rows_as_json(rows))  # runs.py's one object, printed by `main`
 
 

@@ -1,10 +1,16 @@
 """`hm2bp runs`: the runs of one MLflow experiment side by side.
 
 A sweep leaves dozens of runs whose configs differ in a few keys; the table shows only the params
-that differ, the final and best value of every metric (best = lowest for losses, highest for the
-rest, since the reference reported the best test accuracy over epochs, spec section 7), and the
+that differ, the final and best value of the chosen metrics (best = lowest for losses, highest for
+the rest, since the reference reported the best test accuracy over epochs, spec section 7), and the
 duration, sorted by one chosen metric. Parent runs of sweeps (they hold no per-epoch metrics) are
 listed only when they have metrics of their own.
+
+The store does the filtering (`search_runs` with `tags.mlflow.parentRunId` for one sweep's
+children, or any MLflow filter string), and a run's final values come with the search
+(`run.data.metrics` holds each metric's latest value). Only the "best" of a shown metric needs its
+history, so `get_metric_history` is called for those metrics of the runs found and nothing else:
+a sweep's runs log some 40 metrics each, which made the table one request per run and metric.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+_PAGE = 1000  # runs per search request (an MLflow server answers at most 50,000)
 
 
 @dataclass(frozen=True)
@@ -24,8 +33,8 @@ class RunRow:
     status: str
     seconds: float | None
     params: dict[str, str]
-    final: dict[str, float]
-    best: dict[str, float]
+    final: dict[str, float]  # every metric's latest value
+    best: dict[str, float]  # of the metrics asked for only
     parent_run_id: str | None = None
     histories: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
@@ -34,7 +43,7 @@ def _lower_is_better(metric: str) -> bool:
     return "loss" in metric or metric.endswith("seconds")
 
 
-def _row(client: MlflowClient, run) -> RunRow:
+def _row(client: MlflowClient, run, metrics: Sequence[str]) -> RunRow:
     histories = {
         key: [
             m.value
@@ -42,7 +51,8 @@ def _row(client: MlflowClient, run) -> RunRow:
                 client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp)
             )
         ]
-        for key in run.data.metrics
+        for key in metrics
+        if key in run.data.metrics
     }
     best = {
         key: (min(values) if _lower_is_better(key) else max(values))
@@ -63,8 +73,25 @@ def _row(client: MlflowClient, run) -> RunRow:
     )
 
 
-def collect_runs(tracking_uri: str, experiment: str, sort_by: str = "val_accuracy") -> list[RunRow]:
-    """Runs of `experiment` that logged metrics, best `sort_by` first (runs lacking it last)."""
+def search_filter(parent_run_id: str | None = None, filter_string: str | None = None) -> str:
+    """The MLflow filter string of a parent's children and/or the user's own filter."""
+    clauses = [f"tags.mlflow.parentRunId = '{parent_run_id}'"] if parent_run_id else []
+    if filter_string:
+        clauses.append(filter_string)
+    return " and ".join(clauses)
+
+
+def collect_runs(
+    tracking_uri: str,
+    experiment: str,
+    sort_by: str = "val_accuracy",
+    metrics: Sequence[str] = ("val_loss",),
+    parent_run_id: str | None = None,
+    filter_string: str | None = None,
+) -> list[RunRow]:
+    """Runs of `experiment` that logged metrics (the children of `parent_run_id` only, and only
+    those `filter_string` selects, MLflow's search syntax), best `sort_by` first (runs lacking it
+    last); the best value and history of `sort_by` and `metrics` only."""
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -72,11 +99,29 @@ def collect_runs(tracking_uri: str, experiment: str, sort_by: str = "val_accurac
         raise ValueError(
             f"experiment {experiment!r} not found in {tracking_uri} (experiments there: {names})"
         )
-    runs = [
-        _row(client, run)
-        for run in client.search_runs([found.experiment_id], max_results=10_000)
-        if run.data.metrics
-    ]
+    shown = list(dict.fromkeys([sort_by, *metrics]))
+    where = search_filter(parent_run_id, filter_string)
+    runs, token = [], None
+    while True:
+        try:
+            page = client.search_runs(
+                [found.experiment_id],
+                filter_string=where,
+                order_by=["attributes.start_time ASC"],
+                max_results=_PAGE,
+                page_token=token,
+            )
+        except MlflowException as err:
+            if err.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            raise ValueError(
+                f"filter {where!r}: {err.message} (expected MLflow's search syntax, e.g. "
+                "\"params.seed = '0' and metrics.val_accuracy > 0.9\")"
+            ) from None
+        runs += [_row(client, run, shown) for run in page if run.data.metrics]
+        token = page.token
+        if not token:
+            break
     sign = 1.0 if _lower_is_better(sort_by) else -1.0
     return sorted(
         runs, key=lambda r: (sort_by not in r.best, sign * r.best.get(sort_by, 0.0), r.name)

@@ -6,10 +6,11 @@ must name the cluster's tracking server or an absolute store path, since its wor
 temporary.
 
 The driver opens the run (`open_run`) before any worker starts, so an unreachable store fails the
-command at once with the URI in the message; it logs the flattened config as params and the config
-file and shard manifest as artifacts. Rank 0 alone logs metrics (`EpochLogger`): each epoch's
-metrics go in one `log_batch`, *after* the epoch's checkpoint is saved, and the logger skips epochs
-the run already holds. So a worker lost after a checkpoint and before logging has its epoch logged
+command at once with the URI in the message; it logs the flattened config as params, the config
+file and shard manifest as artifacts and, for a new run, the shards as its input data sets
+(`run_inputs`). Rank 0 alone logs metrics (`EpochLogger`): each epoch's metrics go in one
+`log_batch`, *after* the epoch's checkpoint is saved, and the logger skips epochs the run already
+holds. So a worker lost after a checkpoint and before logging has its epoch logged
 from the checkpoint's history on restart, and no epoch is ever logged twice. If the store drops
 mid-run, training goes on: pending epochs are retried at the next epoch, and at the end the driver
 (`complete_run`) logs what the run still lacks from the final checkpoint's history before marking
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -60,6 +62,14 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used: by `open_run` before training starts, by `finish_run`."""
 
 
+class _Cap:
+    """The threads inside `capped_http` and the variables it added, under one lock."""
+
+    lock = threading.Lock()
+    inside = 0
+    added: dict[str, str] = {}
+
+
 @contextlib.contextmanager
 def capped_http() -> Iterator[None]:
     """MLflow calls inside (or in a function so decorated) fail within seconds on a failing store.
@@ -68,15 +78,23 @@ def capped_http() -> Iterator[None]:
     artifact proxy's `http_artifact_repo`; its session cache is keyed by their values), so they cap
     exactly the calls made inside. They are set only while inside and only where the user has not
     set them (an explicit value wins), so neither the user's environment nor a Ray cluster that
-    this process starts afterwards inherits them.
+    this process starts afterwards inherits them. Threads share the environment: the first one in
+    sets them and the last one out removes them (rank 0's system metrics thread is inside for the
+    whole training, its epoch logging at each epoch).
     """
-    added = {k: v for k, v in _HTTP_CAP.items() if k not in os.environ}
-    os.environ.update(added)
+    with _Cap.lock:
+        if _Cap.inside == 0:
+            _Cap.added = {k: v for k, v in _HTTP_CAP.items() if k not in os.environ}
+            os.environ.update(_Cap.added)
+        _Cap.inside += 1
     try:
         yield
     finally:
-        for k in added:
-            os.environ.pop(k, None)
+        with _Cap.lock:
+            _Cap.inside -= 1
+            if _Cap.inside == 0:
+                for k in _Cap.added:
+                    os.environ.pop(k, None)
 
 
 def resolve_tracking_uri(configured: str | None = None, cwd: str | Path | None = None) -> str:
@@ -133,9 +151,11 @@ def open_run(
     params: Mapping[str, Any],
     texts: Mapping[str, str] = {},  # noqa: B006 - read only
     parent_run_id: str | None = None,
+    datasets: Sequence[Any] = (),
 ) -> RunRef:
     """Create (or, for a known `run_key`, continue) the run; log params and text artifacts
-    (`{artifact file: text}`). Raises `TrackingError` naming the URI if the store is unusable."""
+    (`{artifact file: text}`), and a new run's input `datasets` (`run_inputs.dataset_inputs`;
+    a continued run has them). Raises `TrackingError` naming the URI if the store is unusable."""
     _check_reachable(uri)
     from mlflow.entities import Param, RunStatus
     from mlflow.tracking import MlflowClient
@@ -163,6 +183,8 @@ def open_run(
                 tags["mlflow.parentRunId"] = parent_run_id
             run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
             logged = {}
+            if datasets:
+                client.log_inputs(run_id, datasets=list(datasets))
         new = [Param(k, str(v)) for k, v in params.items() if k not in logged]
         changed = sorted(k for k, v in params.items() if k in logged and logged[k] != str(v))
         for start in range(0, len(new), 100):  # MLflow takes at most 100 params per batch

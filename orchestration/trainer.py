@@ -37,6 +37,7 @@ from hm2bp.orchestration import checkpoint as ckpt
 from hm2bp.orchestration import tracking
 from hm2bp.orchestration.config import ExperimentConfig, to_dict
 from hm2bp.orchestration.preflight import preflight
+from hm2bp.orchestration.run_inputs import dataset_inputs
 from hm2bp.orchestration.schema import flatten
 from hm2bp.orchestration.worker import train_loop_per_worker
 from hm2bp.pipelines.manifest import Manifest
@@ -201,6 +202,7 @@ def open_tracking(
     }
     if config_text is not None:
         texts["config_source.yaml"] = config_text
+    splits = {"train": config.data.train_split, "val": config.data.val_split}
     return tracking.open_run(
         uri,
         config.tracking.experiment,
@@ -209,6 +211,7 @@ def open_tracking(
         params=flatten(to_dict(config)),
         texts=texts,
         parent_run_id=parent_run_id,
+        datasets=dataset_inputs(manifest, config.data.shards, splits),
     )
 
 

@@ -35,7 +35,8 @@ from hm2bp.orchestration.checkpoint import RunRecord, TrainingState
 from hm2bp.orchestration.config import ExperimentConfig, config_from_dict, to_dict
 from hm2bp.orchestration.metrics import Tally, distributed, peak_memory_mb, reduce_max
 from hm2bp.orchestration.session import LocalSession, RaySession, Session
-from hm2bp.orchestration.tracking import EpochLogger, RunRef
+from hm2bp.orchestration.tracking import RunRef
+from hm2bp.orchestration.training_log import TrainingLog
 from hm2bp.pipelines.manifest import Manifest, manifest_from_json
 from hm2bp.pipelines.shards import read_split
 
@@ -227,9 +228,10 @@ def run_training(
     the per-epoch metrics of the whole run."""
     run = Run.start(config, manifest, session)
     record = run.record
-    logger = EpochLogger(tracking) if tracking is not None and session.rank == 0 else None
-    if logger is not None:
-        logger.sync(record.history)  # epochs checkpointed before a restart but not yet logged
+    log = None
+    if tracking is not None and session.rank == 0:
+        log = TrainingLog(tracking, manifest.classes, manifest.dt_ms)
+        log.start(record.history)  # epochs checkpointed before a restart, not yet logged
     for epoch in range(record.epochs, config.train.epochs):
         metrics, confusion = run_epoch(run, epoch)
         record.history.append(metrics)
@@ -238,14 +240,13 @@ def run_training(
         record.replica_digests = _replica_digests(run.network, session)
         record.trained_on = {"device": str(session.device), "backend": run.network.backend.name}
         session.report(metrics, run.state() if session.rank == 0 else None, epoch + 1)
-        if logger is not None:  # after the checkpoint (a barrier): each epoch is logged once
-            logger.sync(record.history)
-            logger.tag_nodes(record.nodes)
+        if log is not None:  # after the checkpoint (a barrier): each epoch is logged once
+            log.epoch(record.history, record.nodes, confusion, *_output_sample(run))
         if session.rank == 0:
             # Progress, not the result: on stderr, which Ray forwards to the driver's stderr.
             print(_epoch_line(epoch, config.train.epochs, metrics), file=sys.stderr, flush=True)
-    if logger is not None and record.history:
-        _log_plots(logger, run)
+    if log is not None:
+        log.finish()
     return record.history
 
 
@@ -279,28 +280,14 @@ def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
     )
 
 
-def _log_plots(logger: EpochLogger, run: Run) -> None:
-    """Learning curves, the confusion matrix and one validation sample's output raster."""
-    import matplotlib.pyplot as plt
-    from hm2bp.orchestration import plots
-
-    classes, confusion = run.manifest.classes, np.asarray(run.record.confusion)
-    figures = {
-        "plots/learning_curves.png": plots.learning_curves(run.record.history),
-        "plots/confusion_matrix.png": plots.confusion_matrix(confusion, classes),
-    }
+def _output_sample(run: Run) -> tuple[np.ndarray, int] | tuple[()]:
+    """The output layer's spikes `[T, n_classes]` for the first validation sample, and its
+    label (for `TrainingLog.epoch`); empty if the validation set is."""
     batch = next(iter(run.session.val_batches(1, columns(run.config, train=False))), None)
-    if batch is not None:
-        spikes, labels = run.decode(batch)
-        with torch.no_grad():
-            out = run.network(spikes)
-        raster = out.spikes[-1][:, 0].reshape(len(out.spikes[-1]), -1).cpu().numpy()
-        figures["plots/output_raster.png"] = plots.output_raster(
-            raster, classes, int(labels[0]), run.manifest.dt_ms
-        )
-    for name, figure in figures.items():
-        logger.log_figure(figure, name)
-        plt.close(figure)
-    logger.log_dict(
-        {"classes": list(classes), "matrix": confusion.tolist()}, "confusion_matrix.json"
-    )
+    if batch is None:
+        return ()
+    spikes, labels = run.decode(batch)
+    with torch.no_grad():
+        out = run.network(spikes)
+    raster = out.spikes[-1][:, 0].reshape(len(out.spikes[-1]), -1).cpu().numpy()
+    return raster, int(labels[0])

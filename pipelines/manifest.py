@@ -17,6 +17,7 @@ import shlex
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from hm2bp.pipelines.checksums import sha256_bytes
 from hm2bp.pipelines.encoders import EncoderParams, encoder_from_record
 from hm2bp.pipelines.shard_plan import SHARD_NAME
 from hm2bp.pipelines.storage import read_bytes, resolve, write_atomic
@@ -124,6 +125,11 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
+
+    def sha256(self) -> str:
+        """sha256 of `manifest.json` as written (`to_json`): it lists every shard's sha256, so
+        it names the exact data a run trained on (MLflow records it as the run's data set)."""
+        return sha256_bytes(self.to_json().encode())
 
 
 def _no_constant(name: str) -> None:

@@ -67,3 +67,58 @@ def test_cli_prints_exactly_one_json_object(store, capsys):
     data = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in data["runs"]] == ["lr-low", "lr-high", "lr-mid"]
     assert data["differing_params"] == ["optimizer.lr"]
+
+
+class _CountingClient(MlflowClient):
+    """A real client that counts what it asks the store: runs returned, histories fetched."""
+
+    searched: list[str] = []
+    histories: list[tuple[str, str]] = []
+
+    def search_runs(self, *args, **kwargs):
+        page = super().search_runs(*args, **kwargs)
+        type(self).searched += [run.info.run_name for run in page]
+        return page
+
+    def get_metric_history(self, run_id, key):
+        type(self).histories.append((run_id, key))
+        return super().get_metric_history(run_id, key)
+
+
+def test_the_store_filters_a_parents_children_and_only_shown_histories_are_read(store, monkeypatch):
+    from hm2bp.orchestration import runs
+
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("sweep").experiment_id
+    parent = client.create_run(experiment, run_name="parent").info.run_id
+    children = []
+    for n in range(3):
+        child = client.create_run(
+            experiment, run_name=f"child-{n}", tags={"mlflow.parentRunId": parent}
+        ).info.run_id
+        for key in ("val_accuracy", "val_loss", "train_loss", "lr", "epoch_seconds"):
+            client.log_metric(child, key, 0.5 + n / 10, step=0)
+        children.append(child)
+    monkeypatch.setattr(runs, "MlflowClient", _CountingClient)
+    monkeypatch.setattr(_CountingClient, "searched", [])
+    monkeypatch.setattr(_CountingClient, "histories", [])
+
+    rows = collect_runs(store, "sweep", "val_accuracy", ["val_loss"], parent_run_id=parent)
+    assert [r.name for r in rows] == ["child-2", "child-1", "child-0"]
+    assert sorted(_CountingClient.searched) == ["child-0", "child-1", "child-2"]  # no others
+    assert sorted(_CountingClient.histories) == sorted(
+        (child, key) for child in children for key in ("val_accuracy", "val_loss")
+    )
+    assert set(rows[0].final) == {"val_accuracy", "val_loss", "train_loss", "lr", "epoch_seconds"}
+    assert rows[0].final["lr"] == pytest.approx(0.7)  # final values come with the search
+
+
+def test_the_cli_passes_a_filter_to_the_store_and_names_a_bad_one(store, capsys):
+    from hm2bp.orchestration.cli import main
+
+    chosen = ["--filter", "params.`optimizer.lr` = 'low'", "--json"]
+    assert main(["runs", "--experiment", "sweep", "--tracking-uri", store, *chosen]) == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["name"] for r in data["runs"]] == ["lr-low"]
+    with pytest.raises(ValueError, match=r"filter 'params.nope ~ 1': .*expected MLflow's search"):
+        collect_runs(store, "sweep", filter_string="params.nope ~ 1")

@@ -1,12 +1,16 @@
 """MLflow tracking: store precedence, an unreachable store refused early, each epoch logged once."""
 
 import getpass
+import json
+import os
 import shlex
 import socket
 import sys
 import time
 from importlib.metadata import version
+from pathlib import Path
 
+import numpy as np
 import pytest
 from hm2bp.orchestration import tracking
 from mlflow.tracking import MlflowClient
@@ -90,3 +94,55 @@ def test_a_store_that_drops_mid_run_is_reported_not_raised(tmp_path):
     problem = tracking.complete_run(tracking.RunRef(server, "0123", "1"), [{}, {}], {})
     assert problem.startswith(f"tracking store {server} failed at the end of training")
     assert "MLflow run 0123 may lack any of epochs [0, 1]" in problem
+
+
+def _dataset_input(name: str, digest: str):
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name, digest, "local", '{"uri": "/shards"}', profile='{"rows": 3}')
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])
+
+
+def test_a_new_run_records_its_data_sets_and_a_continued_run_not_again(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    opened = tracking.open_run(uri, "exp", "r", "/r", {}, datasets=[_dataset_input("d/train", "a")])
+    again = tracking.open_run(uri, "exp", "r", "/r", {}, datasets=[_dataset_input("d/train", "b")])
+    assert again.run_id == opened.run_id
+    inputs = MlflowClient(uri).get_run(opened.run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("d/train", "a")]
+    assert [(t.key, t.value) for t in inputs[0].tags] == [("mlflow.data.context", "train")]
+
+
+def test_rank_zeros_log_has_plots_after_each_epoch_and_system_metrics_at_the_end(tmp_path):
+    from hm2bp.orchestration.training_log import TrainingLog
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ref = _open(uri)
+    log = TrainingLog(ref, ["zero", "one"], dt_ms=1.0)
+    log.start([])
+    history = [{"train_accuracy": 0.5, "val_accuracy": 0.6, "train_loss": 2.0, "val_loss": 1.0}]
+    log.epoch(history, [["node-a"]], np.array([[3, 1], [0, 4]]), np.eye(2)[[0, 1, 1]], 1)
+    client = MlflowClient(uri)
+    # After one epoch, before the end: a run stopped here (ASHA, a crash) has its plots.
+    assert {a.path for a in client.list_artifacts(ref.run_id, "plots")} == {
+        "plots/learning_curves.png",
+        "plots/confusion_matrix.png",
+        "plots/output_raster.png",
+    }
+    log.finish()
+    confusion = client.download_artifacts(ref.run_id, "confusion_matrix.json", str(tmp_path))
+    assert json.loads(Path(confusion).read_text())["matrix"] == [[3, 1], [0, 4]]
+    metrics = client.get_run(ref.run_id).data.metrics
+    assert metrics["system/cpu_utilization_percentage"] >= 0
+    assert metrics["system/system_memory_usage_megabytes"] > 0
+    assert client.get_run(ref.run_id).data.tags[tracking.NODES_TAG] == "node-a"
+
+
+def test_system_metrics_against_a_dead_store_do_not_stop_training():
+    from hm2bp.orchestration.system_metrics import SystemMetrics
+
+    monitor = SystemMetrics(tracking.RunRef(f"http://127.0.0.1:{_closed_port()}", "0123", "1"))
+    monitor.start()
+    monitor.stop()  # warnings, no exception
+    assert monitor.monitor is None
+    assert not [name for name in tracking._HTTP_CAP if name in os.environ]  # the cap is lifted

@@ -20,6 +20,7 @@ from hm2bp.orchestration.trainer import (
     resolved,
     train,
 )
+from hm2bp.pipelines.manifest import read_manifest
 from hm2bp.tests.small_run import (
     DEMO,
     convert_small_digits,
@@ -104,6 +105,17 @@ def test_two_workers_train_track_and_resume_on_rerun(shards, tmp_path, capsys):
     plots = {a.path for a in client.list_artifacts(summary["run_id"], "plots")}
     assert plots == {"plots/learning_curves.png", "plots/confusion_matrix.png",
                      "plots/output_raster.png"}  # fmt: skip
+    assert "confusion_matrix.json" in artifacts
+    # Rank 0's node, sampled by MLflow's system metrics monitor.
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        assert key in run.data.metrics, sorted(run.data.metrics)
+    # The shards as the run's input data sets, one per split, with the manifest's digest.
+    manifest = read_manifest(shards)
+    inputs = _dataset_inputs(run)
+    assert inputs == {
+        f"{manifest.dataset}/{split}": (manifest.sha256()[:32], {"uri": shards}, split)
+        for split in ("train", "val")
+    }
 
     # The same run name again, with one more epoch: it resumes, in Ray Train and in MLflow. Its
     # learning rate, raised a thousandfold, wrecks the third epoch: the best checkpoint is kept.
@@ -125,6 +137,7 @@ def test_two_workers_train_track_and_resume_on_rerun(shards, tmp_path, capsys):
     assert (tags["hm2bp.device"], tags["hm2bp.backend"]) == ("cpu", "cpu")
     provenance = {"hm2bp.version", "hm2bp.command", "mlflow.user", "mlflow.source.git.commit"}
     assert provenance <= set(tags)
+    assert _dataset_inputs(client.get_run(summary["run_id"])) == inputs  # not logged again
 
     # `hm2bp evaluate` finds the best by name, by run folder or by MLflow run, on the run's shards.
     evaluated = []
@@ -158,6 +171,18 @@ def test_two_workers_train_track_and_resume_on_rerun(shards, tmp_path, capsys):
     after = client.get_run(summary["run_id"]).info
     assert (after.status, after.end_time) == ("FINISHED", before.end_time)
     assert [m.step for m in client.get_metric_history(summary["run_id"], "epoch")] == [0, 1, 2]
+
+
+def _dataset_inputs(run) -> dict[str, tuple]:
+    """{name: (digest, source, context)} of a run's input data sets."""
+    return {
+        i.dataset.name: (
+            i.dataset.digest,
+            json.loads(i.dataset.source),
+            {t.key: t.value for t in i.tags}["mlflow.data.context"],
+        )
+        for i in run.inputs.dataset_inputs
+    }
 
 
 @pytest.mark.e2e
