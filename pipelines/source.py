@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, overload, runtime_
 
 import numpy as np
 from hm2bp.pipelines.errors import BadInputError
+from tqdm.auto import tqdm
 
 if TYPE_CHECKING:  # at run time imported where used: manifest -> encoders -> this module
     from hm2bp.pipelines.manifest import SkippedFile
@@ -102,7 +103,8 @@ def index_each(
     skip_bad: bool,
     ids_of: Callable[[Unit], Sequence[str]] = lambda unit: (),
 ) -> Index:
-    """The refs of every unit (a file, a pair of files, a zip), in order.
+    """The refs of every unit (a file, a pair of files, a zip), in order, with a progress bar on
+    a terminal.
 
     A unit whose `refs_of` raises `BadInputError` stops the index, unless `skip_bad`: then it is
     listed as skipped with `ids_of(unit)`, and its refs are all left out (`refs_of` adds a unit's
@@ -111,7 +113,8 @@ def index_each(
     """
     refs: list[SampleRef] = []
     skipped: list[SkippedFile] = []
-    for unit in units:
+    # A bar on a terminal only (disable=None): checking thousands of headers takes a while.
+    for unit in tqdm(units, desc="index", unit="file", leave=False, disable=None):
         try:
             found = refs_of(unit)
         except BadInputError as err:

@@ -7,8 +7,12 @@ tests that need them skip with the reason; in CI (`CI=true`) their absence is a 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,3 +73,20 @@ def ray_local():
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     yield ray
     ray.shutdown()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@contextlib.contextmanager
+def on_a_terminal() -> Iterator[io.StringIO]:
+    """stderr as a terminal (what tqdm's `disable=None` asks), read back as text. A context in
+    the test, not a fixture: pytest sets its own stderr capture after a fixture's setup."""
+    screen, saved = _Terminal(), sys.stderr
+    sys.stderr = screen
+    try:
+        yield screen
+    finally:
+        sys.stderr = saved

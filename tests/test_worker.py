@@ -14,6 +14,9 @@ from hm2bp.orchestration.checkpoint import (
 from hm2bp.orchestration.config import ConfigError
 from hm2bp.orchestration.evaluate import evaluate
 from hm2bp.orchestration.worker import run_local
+from hm2bp.pipelines.manifest import read_manifest
+from hm2bp.pipelines.source import index_each
+from hm2bp.tests.conftest import on_a_terminal
 from hm2bp.tests.small_run import convert_small_digits, small_config
 
 
@@ -73,6 +76,27 @@ def test_refusals_name_the_mismatch(trained, shards, ray_local):
     convert("digits", out=coarse, T=20, split="range:train=0-9,val=10-19")
     with pytest.raises(ConfigError, match=r"data.T: got 50 \(the shards have T=20\)"):
         evaluate(latest_checkpoint(f"{root}/runs/demo"), coarse)
+
+
+def test_progress_shows_on_a_terminal_only(trained, shards):
+    """Shard verification before training, evaluation and indexing a source show a bar on a
+    terminal; without one (capsys's stderr is not a terminal) nothing."""
+    from hm2bp.orchestration.preflight import check_shards
+
+    root, _ = trained
+    with on_a_terminal() as screen:
+        check_shards(small_config(shards, root), read_manifest(shards))
+        evaluate(latest_checkpoint(f"{root}/runs/demo"), shards)
+        index_each(["a", "b"], lambda unit: (), skip_bad=False)
+    shown = screen.getvalue()
+    assert "verify shards" in shown and "evaluate val" in shown and "index" in shown
+
+
+def test_no_progress_without_a_terminal(trained, shards, capsys):
+    root, _ = trained
+    evaluate(latest_checkpoint(f"{root}/runs/demo"), shards)
+    index_each(["a", "b"], lambda unit: (), skip_bad=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_a_rerun_with_more_epochs_resumes_from_the_checkpoint(trained, shards):
