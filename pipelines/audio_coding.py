@@ -21,9 +21,9 @@ the clip's loudest channel and frame, floored `dynamic_range_db` below it and sc
 
 Each frame is held `hold_steps` steps of `dt_ms` (10 x 1.6 ms = one 16 ms hop), so the neuron index
 is the channel and the step is physical time: step = 1.6 ms of audio. `coding` picks how the held
-features, times `bsa_gain`, become spikes: `bsa` (below) or `rate`, a Bernoulli draw per channel
-and step with that product as its probability, from the sample's own random stream; a spike drawn
-at position i goes to step i + 1 < T, as BSA's do.
+features, times `bsa_gain`, become spikes: `bsa` (below; the default) or `rate`, a Bernoulli draw
+per channel and step with that product as its probability, from the sample's own random stream; a
+spike drawn at position i goes to step i + 1 < T, as BSA's do.
 
 BSA then runs per channel: FIR kernel k_i ~ exp(-(i - 12)^2 / 25), i = 0..23, normalised to sum 1;
 at each position i, a spike if sum|s - k| < sum|s| - 0.6 over the window s[i:i+24] (zeros past the
@@ -56,7 +56,9 @@ LYON_SHAPE = (12500, 78)  # (sample_rate, n_channels): the only shape Lyon's mod
 @dataclass(frozen=True)
 class AudioCoding:
     """Front-end and coding parameters; recorded in the manifest. A manifest written before
-    `front_end` and `coding` existed reads back as `mel` and `bsa`, what it was encoded with."""
+    `front_end` and `coding` existed reads back as `mel` and `bsa`, what it was encoded with.
+    Those stay the defaults: no other front end or coding keeps more class information, and mel
+    is the fastest (docs/reproduction.md, `bench/speech_coding.py`)."""
 
     T: int = 1000
     dt_ms: float = 1.6
