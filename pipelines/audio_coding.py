@@ -1,13 +1,29 @@
-"""Audio to spikes: a cochlear-like filterbank, then Ben's Spiker Algorithm (spec section 2.4).
+"""Audio to spikes: a cochlear-like filterbank, then Ben's Spiker Algorithm (spec section 2.4) or
+rate coding.
 
 The reference fed TI46 through Lyon's passive ear model (78 channels at 12.5 kHz, decimated by 200,
-i.e. one frame every 16 ms), held each frame for 10 steps and encoded every channel with BSA. We
-keep that shape with librosa: resample to 12.5 kHz; a 78-band mel filterbank (50 Hz to 6.25 kHz) on
-an STFT with a 512-sample window and a hop of 200 samples, so frames come at the reference's 62.5
-per second; power in dB relative to the clip's loudest bin, floored `dynamic_range_db` below it and
-scaled to [0, 1] (the per-clip reference stands in for Lyon's automatic gain control). Each frame is
-held `hold_steps` steps of `dt_ms` (10 x 1.6 ms = one 16 ms hop), so the neuron index is the channel
-and the step is physical time: step = 1.6 ms of audio.
+i.e. one frame every 16 ms), held each frame for 10 steps and encoded every channel with BSA. Every
+front end here keeps that shape: resample to 12.5 kHz, `n_channels` channels ordered from low to
+high frequency, one frame per hop of 200 samples (62.5 per second; frame t centred on sample
+t * hop, so a clip of n samples has 1 + n // hop frames), in [0, 1] with the clip's peak at 1.
+`front_end` picks the filterbank; the energy ones (`mel`, `gammatone`) give power in dB relative to
+the clip's loudest channel and frame, floored `dynamic_range_db` below it and scaled to [0, 1]:
+
+- `mel` (the default): librosa's 78-band mel filterbank (50 Hz to 6.25 kHz) on an STFT with a
+  512-sample window; the per-clip reference stands in for Lyon's automatic gain control.
+- `lyon`: Lyon's passive ear model itself (the `lyon` package, a port of Slaney's Auditory Toolbox
+  `LyonPassiveEar`: ear Q 8, step 0.25, which gives 78 channels at 12.5 kHz, with its AGC and
+  decimation filter), decimated by the hop; its output, an AGC-compressed firing rate, is divided
+  by the clip's peak, linear as the reference fed it (which scaled it by 2000 instead).
+- `gammatone`: 4th-order gammatone filters (`scipy.signal.gammatone`) centred at `n_channels`
+  frequencies evenly spaced on the ERB-rate scale from `fmin_hz` up to `fmax_hz`, power as the
+  mean square of each filter's output over the frame.
+
+Each frame is held `hold_steps` steps of `dt_ms` (10 x 1.6 ms = one 16 ms hop), so the neuron index
+is the channel and the step is physical time: step = 1.6 ms of audio. `coding` picks how the held
+features, times `bsa_gain`, become spikes: `bsa` (below; the default) or `rate`, a Bernoulli draw
+per channel and step with that product as its probability, from the sample's own random stream; a
+spike drawn at position i goes to step i + 1 < T, as BSA's do.
 
 BSA then runs per channel: FIR kernel k_i ~ exp(-(i - 12)^2 / 25), i = 0..23, normalised to sum 1;
 at each position i, a spike if sum|s - k| < sum|s| - 0.6 over the window s[i:i+24] (zeros past the
@@ -23,16 +39,26 @@ gives 0.1-0.25 spikes per channel and step.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numba
 import numpy as np
 from hm2bp.pipelines.source import AudioClip
 
+FrontEnd = Literal["mel", "lyon", "gammatone"]
+Coding = Literal["bsa", "rate"]
+CODINGS: tuple[Coding, ...] = ("bsa", "rate")
+LYON_SHAPE = (12500, 78)  # (sample_rate, n_channels): the only shape Lyon's model has here
+
 
 @dataclass(frozen=True)
 class AudioCoding:
-    """Front-end and BSA parameters; recorded in the manifest."""
+    """Front-end and coding parameters; recorded in the manifest. A manifest written before
+    `front_end` and `coding` existed reads back as `mel` and `bsa`, what it was encoded with.
+    Those stay the defaults: no other front end or coding keeps more class information, and mel
+    is the fastest (docs/reproduction.md, `bench/speech_coding.py`)."""
 
     T: int = 1000
     dt_ms: float = 1.6
@@ -47,8 +73,30 @@ class AudioCoding:
     bsa_width: float = 25.0
     bsa_threshold: float = 0.6
     bsa_gain: float = 0.5
+    front_end: FrontEnd = "mel"
+    coding: Coding = "bsa"
 
     def __post_init__(self) -> None:
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(
+                f"AudioCoding.front_end: got {self.front_end!r} (expected one of "
+                f"{', '.join(FRONT_ENDS)})"
+            )
+        if self.coding not in CODINGS:
+            raise ValueError(
+                f"AudioCoding.coding: got {self.coding!r} (expected one of {', '.join(CODINGS)})"
+            )
+        if self.front_end == "lyon" and (self.sample_rate, self.n_channels) != LYON_SHAPE:
+            raise ValueError(
+                f"AudioCoding: got front_end 'lyon' with sample_rate={self.sample_rate}, "
+                f"n_channels={self.n_channels} (expected {LYON_SHAPE[0]} Hz and "
+                f"{LYON_SHAPE[1]} channels, the channels of Lyon's model at that rate)"
+            )
+        if self.coding == "rate" and not 0 < self.bsa_gain <= 1:
+            raise ValueError(
+                f"AudioCoding.bsa_gain: got {self.bsa_gain} with coding 'rate' (expected a "
+                "spike probability for features at 1, in (0, 1])"
+            )
         hop = self.sample_rate * self.dt_ms * self.hold_steps / 1000
         if self.T < 2 or self.hold_steps < 1 or abs(hop - round(hop)) > 1e-6 or round(hop) < 1:
             raise ValueError(
@@ -64,20 +112,104 @@ class AudioCoding:
 
 
 def cochleagram(clip: AudioClip, params: AudioCoding) -> np.ndarray:
-    """Log mel energies `float32 [channels, frames]` in [0, 1], one frame per hop (16 ms)."""
+    """The front end's features `float32 [channels, frames]` in [0, 1], one frame per hop
+    (16 ms), the clip's peak at 1: `params.front_end`'s."""
     import librosa  # lazy: its first use compiles numba code; image and event paths never pay it
 
     y = np.asarray(clip.samples, dtype=np.float32)
     if clip.sample_rate != params.sample_rate:
         y = librosa.resample(y, orig_sr=clip.sample_rate, target_sr=params.sample_rate)
+    return FRONT_ENDS[params.front_end](y, params).astype(np.float32)
+
+
+def db_scale(power: np.ndarray, params: AudioCoding) -> np.ndarray:
+    """Power in dB below its peak, floored `dynamic_range_db` below, scaled to [0, 1]; digital
+    silence (no energy) is all zeros, so it fires no spikes."""
+    import librosa
+
+    if not power.max() > 1e-10:
+        return np.zeros(power.shape)
+    db = librosa.power_to_db(power, ref=np.max, top_db=params.dynamic_range_db)  # [-range, 0]
+    return 1.0 + db / params.dynamic_range_db
+
+
+def mel_features(y: np.ndarray, params: AudioCoding) -> np.ndarray:
+    """Mel band power of `y` at `params.sample_rate`, `db_scale`d: `[channels, frames]`."""
+    import librosa
+
     # `librosa.feature.melspectrogram(power=2.0)` step by step, with its filterbank built once per
     # process (`mel_filterbank`) instead of once per clip, a third of the front end's time.
     spectrum = np.abs(librosa.stft(y, n_fft=params.n_fft, hop_length=params.hop_length)) ** 2.0
     power = np.einsum("...ft,mf->...mt", spectrum, mel_filterbank(params), optimize=True)
-    if not power.max() > 1e-10:  # digital silence: no energy, no spikes
-        return np.zeros(power.shape, dtype=np.float32)
-    db = librosa.power_to_db(power, ref=np.max, top_db=params.dynamic_range_db)  # [-range, 0]
-    return (1.0 + db / params.dynamic_range_db).astype(np.float32)
+    return db_scale(power, params)
+
+
+def centred_frames(y: np.ndarray, hop: int) -> np.ndarray:
+    """`y` zero-padded to the frames of a centred STFT: `hop // 2` samples before, so that frame t
+    spans the hop centred on sample t * hop, and zeros after up to 1 + len(y) // hop whole hops."""
+    frames = 1 + len(y) // hop
+    padded = np.zeros(frames * hop, dtype=np.float64)
+    padded[hop // 2 : hop // 2 + len(y)] = y[: frames * hop - hop // 2]
+    return padded
+
+
+def lyon_features(y: np.ndarray, params: AudioCoding) -> np.ndarray:
+    """Lyon's passive ear model (`lyon` package), decimated to one output per hop, over its peak:
+    `[channels, frames]`, low frequencies first. Linear, as the reference fed it to BSA: its AGC
+    already compresses (in dB, the quietest output of a clip sits only about 27 dB below its
+    peak, so every channel would fire throughout)."""
+    try:
+        from lyon.calc import LyonCalc
+    except ImportError as err:
+        raise ImportError(
+            "AudioCoding.front_end: got 'lyon' but the lyon package is not installed "
+            "(expected `pip install 'hm2bp[lyon]'`, or the front end 'mel' or 'gammatone')"
+        ) from err
+    hop = params.hop_length
+    out = LyonCalc().lyon_passive_ear(centred_frames(y, hop), params.sample_rate, hop)
+    out = out.T[::-1]  # the model lists its channels from high to low frequency
+    peak = out.max(initial=0.0)
+    return out / peak if peak > 0 else np.zeros(out.shape)
+
+
+def erb_space(fmin_hz: float, fmax_hz: float, n: int) -> np.ndarray:
+    """`n` frequencies from `fmin_hz` up, evenly spaced on the ERB-rate scale (Glasberg & Moore
+    1990, 21.4 log10(1 + 0.00437 f)), one step below `fmax_hz` at the top."""
+    rate = np.linspace(*(21.4 * np.log10(1 + 0.00437 * np.array([fmin_hz, fmax_hz]))), n + 1)
+    return (10 ** (rate[:-1] / 21.4) - 1) / 0.00437
+
+
+@functools.lru_cache(maxsize=8)
+def gammatone_filterbank(params: AudioCoding) -> tuple[np.ndarray, ...]:
+    """One 4th-order gammatone filter per channel as second-order sections, built once per
+    process and parameters (sections, since the direct form loses precision at 50 Hz)."""
+    import scipy.signal
+
+    return tuple(
+        scipy.signal.tf2sos(*scipy.signal.gammatone(f, "iir", fs=params.sample_rate))
+        for f in erb_space(params.fmin_hz, params.fmax_hz, params.n_channels)
+    )
+
+
+def gammatone_features(y: np.ndarray, params: AudioCoding) -> np.ndarray:
+    """Mean square of each gammatone filter's output over each frame, `db_scale`d:
+    `[channels, frames]`."""
+    import scipy.signal
+
+    hop = params.hop_length
+    x = centred_frames(y, hop)
+    power = [
+        np.square(scipy.signal.sosfilt(sos, x)).reshape(-1, hop).mean(axis=1)
+        for sos in gammatone_filterbank(params)
+    ]
+    return db_scale(np.stack(power), params)
+
+
+FRONT_ENDS: dict[str, Callable[[np.ndarray, AudioCoding], np.ndarray]] = {
+    "mel": mel_features,
+    "lyon": lyon_features,
+    "gammatone": gammatone_features,
+}
 
 
 @functools.lru_cache(maxsize=8)
@@ -220,8 +352,32 @@ def _combine_lanes(lanes, total):
         )
 
 
-def encode_audio(clip: AudioClip, params: AudioCoding) -> tuple[np.ndarray, np.ndarray]:
-    """One clip's spikes: `cochleagram`, each frame held `hold_steps` steps, scaled, then BSA."""
-    features = cochleagram(clip, params)
-    held = np.repeat(features, params.hold_steps, axis=1)
-    return bsa_encode(held * params.bsa_gain, params)
+def rate_encode_features(
+    signal: np.ndarray, params: AudioCoding, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bernoulli spikes of `signal [channels, steps]` (probabilities per step) as
+    `(times uint16, neurons uint32)`, sorted by time then neuron: position i fires at step i + 1
+    if that is below T, as BSA's positions do."""
+    positions = min(signal.shape[1], params.T - 1)
+    p = np.clip(signal[:, :positions].T, 0.0, 1.0)  # [steps, channels]
+    steps, channels = np.nonzero(rng.random(p.shape, dtype=np.float32) < p)
+    return (steps + 1).astype(np.uint16), channels.astype(np.uint32)
+
+
+def encode_features(
+    features: np.ndarray, params: AudioCoding, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The spikes of `cochleagram`'s features: each frame held `hold_steps` steps, scaled by
+    `bsa_gain`, then BSA or rate coding (`rng`, the sample's own stream, is drawn by `rate`
+    only)."""
+    held = np.repeat(features, params.hold_steps, axis=1) * params.bsa_gain
+    if params.coding == "rate":
+        return rate_encode_features(held, params, rng)
+    return bsa_encode(held, params)
+
+
+def encode_audio(
+    clip: AudioClip, params: AudioCoding, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One clip's spikes: `encode_features` of its `cochleagram`."""
+    return encode_features(cochleagram(clip, params), params, rng)

@@ -85,7 +85,7 @@ def encode(
         return rate_encode(payload, params, rng)
     if isinstance(params, EventBinning):
         return bin_events(payload, params, facts.input_shape)
-    return encode_audio(payload, params)
+    return encode_audio(payload, params, rng)
 
 
 def params_record(params: EncoderParams) -> dict[str, Any]:

@@ -1,9 +1,14 @@
-"""The audio encoder: a mel 'cochlea' at the reference's frame rate, then BSA as in spec 2.4.
+"""The audio encoder: a 'cochlea' (mel, Lyon's model or gammatone) at the reference's frame rate,
+then BSA as in spec 2.4, or rate coding.
 
 BSA is compiled (numba); its oracles are the spec written out as Python loops and, bit for bit,
-the vectorised numpy loop it replaced (`bsa_numpy`, kept here). The front end builds its mel
+the vectorised numpy loop it replaced (`bsa_numpy`, kept here). The mel front end builds its
 filterbank once per process; its oracle is the librosa call it replaced (`cochleagram_librosa`).
+Every front end and coding must keep the network's shape (78 channels, one frame per 16 ms, values
+in [0, 1]) and be recorded in, and rebuilt from, the manifest.
 """
+
+import importlib.util
 
 import librosa
 import numpy as np
@@ -14,8 +19,12 @@ from hm2bp.pipelines.audio_coding import (
     bsa_kernel,
     cochleagram,
     encode_audio,
+    encode_features,
+    erb_space,
 )
+from hm2bp.pipelines.encoders import encode, encoder_from_record, params_record
 from hm2bp.pipelines.registry import get_reader
+from hm2bp.pipelines.seeding import sample_rng
 from hm2bp.pipelines.source import AudioClip
 from hm2bp.tests.conftest import shared_path
 
@@ -188,7 +197,7 @@ def test_fsdd_spikes_are_those_of_the_numpy_encoder():
     for clip in reader.load(folder, refs):
         features = cochleagram_librosa(clip, params)
         held = np.repeat(features, params.hold_steps, axis=1) * params.bsa_gain
-        assert_same_spikes(encode_audio(clip, params), bsa_numpy(held, params))
+        assert_same_spikes(encode_audio(clip, params, None), bsa_numpy(held, params))
 
 
 def test_tone_excites_the_channel_of_its_frequency():
@@ -204,10 +213,10 @@ def test_tone_excites_the_channel_of_its_frequency():
 def test_spikes_are_sorted_within_T_and_silence_is_silent():
     params = AudioCoding(T=300)
     noise = np.random.default_rng(1).normal(0, 0.1, 12500).astype(np.float32)
-    times, neurons = encode_audio(AudioClip(noise, 12500), params)
+    times, neurons = encode_audio(AudioClip(noise, 12500), params, None)
     assert len(times) > 0 and times.max() < 300 and times.min() >= 1 and neurons.max() < 78
     assert np.all(np.diff(times.astype(int) * 78 + neurons) > 0)
-    silent = encode_audio(AudioClip(np.zeros(6000, np.float32), 12500), params)
+    silent = encode_audio(AudioClip(np.zeros(6000, np.float32), 12500), params, None)
     assert len(silent[0]) == 0
 
 
@@ -215,3 +224,91 @@ def test_frame_and_step_must_span_whole_samples():
     assert AudioCoding().hop_length == 200
     with pytest.raises(ValueError, match="dt_ms"):
         AudioCoding(dt_ms=1.63)
+
+
+FRONT_ENDS = [
+    "mel",
+    pytest.param(
+        "lyon",
+        marks=pytest.mark.skipif(
+            not importlib.util.find_spec("lyon"), reason="the lyon package (extra `lyon`) is absent"
+        ),
+    ),
+    "gammatone",
+]
+
+
+def tone(hz, seconds=1.0, rate=8000):
+    t = np.arange(int(seconds * rate)) / rate
+    return AudioClip((0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), rate)
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_every_front_end_keeps_the_shape_range_and_frequency_order(front_end):
+    params = AudioCoding(front_end=front_end)
+    low, high = cochleagram(tone(300), params), cochleagram(tone(3000), params)
+    # 1 s at 8 kHz, resampled to 12.5 kHz: 12500 / 200 hop + 1 centred frame, as mel's
+    assert low.shape == high.shape == (78, 63) and low.dtype == np.float32
+    assert low.min() >= 0 and low.max() == pytest.approx(1.0)
+    assert low.mean(axis=1).argmax() < high.mean(axis=1).argmax()
+    assert np.array_equal(cochleagram(tone(300), params), low)  # deterministic
+    noise = AudioClip(np.random.default_rng(3).normal(0, 0.1, 4321).astype(np.float32), 11025)
+    assert cochleagram(noise, params).shape[1] == cochleagram(noise, AudioCoding()).shape[1]
+    assert not cochleagram(AudioClip(np.zeros(6000, np.float32), 12500), params).any()
+
+
+def test_gammatone_centres_are_erb_spaced_within_the_band():
+    centres = erb_space(50.0, 6250.0, 78)
+    erb_rate = 21.4 * np.log10(1 + 0.00437 * centres)
+    assert centres[0] == pytest.approx(50.0) and centres[-1] < 6250.0
+    assert np.allclose(np.diff(erb_rate), erb_rate[1] - erb_rate[0])
+
+
+def test_rate_coding_draws_the_features_as_probabilities():
+    params = AudioCoding(T=2001, coding="rate")
+    levels = np.array([0.0, 0.05, 0.5, 1.0], dtype=np.float32)
+    features = np.repeat(levels[:, None], 200, axis=1)  # 2000 steps once held
+    times, channels = encode_features(features, params, np.random.default_rng(0))
+    per_step = np.bincount(channels, minlength=4) / 2000
+    assert per_step[0] == 0 and per_step[1:] == pytest.approx(levels[1:] * 0.5, rel=0.15)
+    assert times.min() >= 1 and times.max() < 2001 and times.dtype == np.uint16
+    assert np.all(np.diff(times.astype(int) * 4 + channels) > 0)  # by time, then neuron
+    again = encode_features(features, params, np.random.default_rng(0))
+    other = encode_features(features, params, np.random.default_rng(1))
+    assert_same_spikes(again, (times, channels))
+    assert not np.array_equal(other[0], times)
+    short = encode_features(features, AudioCoding(T=300, coding="rate"), np.random.default_rng(0))
+    assert short[0].max() < 300
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+@pytest.mark.parametrize("coding", ["bsa", "rate"])
+def test_the_manifest_records_front_end_and_coding(front_end, coding):
+    params = AudioCoding(front_end=front_end, coding=coding)
+    record = params_record(params)
+    assert (record["front_end"], record["coding"]) == (front_end, coding)
+    assert encoder_from_record("cochlea_bsa", record) == params
+    # what the shards hold is what `encode` gives with the sample's stream
+    clip = tone(440, 0.5)
+    facts = get_reader("ti46").facts
+    spikes = encode(clip, params, sample_rng(0, "a.wav"), facts)
+    assert_same_spikes(spikes, encode_audio(clip, params, sample_rng(0, "a.wav")))
+    assert len(spikes[0]) > 0 and spikes[1].max() < 78
+
+
+def test_a_manifest_from_before_the_options_reads_as_mel_and_bsa():
+    old = params_record(AudioCoding())
+    del old["front_end"], old["coding"]
+    params = encoder_from_record("cochlea_bsa", old)
+    assert (params.front_end, params.coding) == ("mel", "bsa") and params == AudioCoding()
+
+
+def test_unknown_or_misfit_options_are_refused():
+    with pytest.raises(ValueError, match="front_end: got 'bark'"):
+        AudioCoding(front_end="bark")
+    with pytest.raises(ValueError, match="coding: got 'poisson'"):
+        AudioCoding(coding="poisson")
+    with pytest.raises(ValueError, match="n_channels=64"):
+        AudioCoding(front_end="lyon", n_channels=64)
+    with pytest.raises(ValueError, match="bsa_gain: got 2"):
+        AudioCoding(coding="rate", bsa_gain=2)
