@@ -112,28 +112,32 @@ def test_cross_field_rules():
 def test_the_network_section_has_the_engines_limits_all_reported_at_once():
     """The config once accepted `refractory: 0` and `tau_m: 1`, which the engine refused later,
     inside a worker; now the network section is `NetworkSpec` and its limits are the engine's."""
-    with pytest.raises(ConfigError) as caught:
-        load_config(
-            DEMO,
-            ["network.layers.0.refractory=0", "network.layers.0.tau_m=1",
-             "network.layers.1.tau_s=64", "network.targets.desired=0.5",
-             "network.input_shape=[8, 8]"],
-        )  # fmt: skip
-    assert caught.value.problems == [
+    assert problems_of(
+        "network.layers.0.refractory=0",
+        "network.layers.0.tau_m=1",
+        "network.layers.1.tau_s=64",
+        "network.targets.desired=0.5",
+        "network.input_shape=[8, 8]",
+    ) == [  # fmt: skip
         "network.layers.0.tau_m: got 1.0 (expected > 1 step)",
         "network.layers.0.refractory: got 0 (expected an int >= 1 (steps))",
         "network.layers.1.tau_s: got 64.0 (expected a value different from tau_m (c = 1 / (1 - "
         "tau_s / tau_m) would be infinite))",
         "network.targets.desired: got 0.5 (expected >= 1 spike)",
     ]
-    with pytest.raises(ConfigError) as caught:
-        load_config(DEMO, ["network.input_shape=[8, 8]", "network.layers.0.kind=pool"])
-    assert caught.value.problems == [
+    assert problems_of("network.input_shape=[8, 8]", "network.layers.0.kind=pool") == [
         "network.input_shape: got [8, 8] (expected [n_inputs] or [C, H, W] of positive ints)"
     ]
     layer = to_dict(load_config(DEMO))["network"]["layers"][0]
     assert set(layer) == {"kind", "threshold", "tau_m", "tau_s", "refractory", "size",
                           "kernel", "init_range"}  # fmt: skip
+
+
+def problems_of(*overrides: str) -> list[str]:
+    """The problems the demo config with `overrides` is refused with."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(DEMO, list(overrides))
+    return caught.value.problems
 
 
 def test_boosting_defaults_to_on_only_for_one_worker_at_batch_one():
@@ -147,32 +151,24 @@ def test_elastic_scaling_is_checked_and_refuses_boosting():
     elastic = load_config(DEMO, ["scaling.min_workers=1", "scaling.placement=spread"])
     assert elastic.scaling.elastic and not elastic.boosting
     assert not load_config(DEMO, ["scaling.min_workers=2"]).scaling.elastic  # min = workers
-    with pytest.raises(ConfigError) as caught:
-        load_config(
-            DEMO,
-            ["scaling.min_workers=3", "scaling.placement=far",
-             "scaling.resources_per_worker={CPU: 1, trainer: 0, fpga: 1}"],
-        )  # fmt: skip
-    assert caught.value.problems == [
+    assert problems_of(
+        "scaling.min_workers=3",
+        "scaling.placement=far",
+        "scaling.resources_per_worker={CPU: 1, trainer: 0, fpga: 1}",
+    ) == [  # fmt: skip
         "scaling.placement: got 'far' (expected one of pack, spread, strict_pack, strict_spread)"
     ]
-    with pytest.raises(ConfigError) as caught:
-        load_config(
-            DEMO,
-            ["scaling.min_workers=3", "scaling.resources_per_worker={CPU: 1, trainer: 0}"],
-        )
-    assert caught.value.problems == [
+    assert problems_of(
+        "scaling.min_workers=3", "scaling.resources_per_worker={CPU: 1, trainer: 0}"
+    ) == [
         "scaling.min_workers: got 3 (expected at most workers = 2)",
         "scaling.resources_per_worker.CPU: set it with cpus_per_worker (expected custom "
         "resources only)",
         "scaling.resources_per_worker.trainer: got 0.0 (expected > 0)",
     ]
-    with pytest.raises(ConfigError) as caught:
-        load_config(DEMO, ["scaling.min_workers=1", "train.boosting=true"])
-    assert caught.value.problems[0].startswith("train.boosting: true with elastic workers")
-    with pytest.raises(ConfigError) as caught:
-        load_config(DEMO, ["scaling.resources_per_worker=[trainer]"])
-    assert caught.value.problems == [
+    elastic_boosting = problems_of("scaling.min_workers=1", "train.boosting=true")
+    assert elastic_boosting[0].startswith("train.boosting: true with elastic workers")
+    assert problems_of("scaling.resources_per_worker=[trainer]") == [
         "scaling.resources_per_worker: got ['trainer'] (expected a mapping of names to a "
         "finite float)"
     ]
