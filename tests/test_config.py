@@ -118,7 +118,7 @@ def test_the_network_section_has_the_engines_limits_all_reported_at_once():
         "network.layers.1.tau_s=64",
         "network.targets.desired=0.5",
         "network.input_shape=[8, 8]",
-    ) == [  # fmt: skip
+    ) == [
         "network.layers.0.tau_m: got 1.0 (expected > 1 step)",
         "network.layers.0.refractory: got 0 (expected an int >= 1 (steps))",
         "network.layers.1.tau_s: got 64.0 (expected a value different from tau_m (c = 1 / (1 - "
@@ -155,9 +155,7 @@ def test_elastic_scaling_is_checked_and_refuses_boosting():
         "scaling.min_workers=3",
         "scaling.placement=far",
         "scaling.resources_per_worker={CPU: 1, trainer: 0, fpga: 1}",
-    ) == [  # fmt: skip
-        "scaling.placement: got 'far' (expected one of pack, spread, strict_pack, strict_spread)"
-    ]
+    ) == ["scaling.placement: got 'far' (expected one of pack, spread, strict_pack, strict_spread)"]
     assert problems_of(
         "scaling.min_workers=3", "scaling.resources_per_worker={CPU: 1, trainer: 0}"
     ) == [
