@@ -2,13 +2,17 @@
 keeps, and how much of it survives the spike coding, measured without any spiking network.
 
     HM2BP_SHARED_DIR=../shared .venv/bin/python bench/speech_coding.py [--every N]
+        [--front-end mel ...] [--readout utterance|absolute|whole]
 
 For every front end (`mel`, `lyon`, `gammatone`) and coding (`bsa`, `rate`) of `AudioCoding`, the
 clips of FSDD (all five speakers) and TI46-synth (TI-Alpha) go through the pipeline's own
 functions in this process (`cochleagram`, then `encode_features` with the sample's seeded stream,
 exactly what a conversion writes, without Ray or shards). A logistic regression then reads the
 exact spike counts per channel in `BINS` equal time bins of each utterance (its steps 1..n, n the
-held frames, at most T - 1). The ceiling row ("features") gives the same classifier the same bins
+held frames, at most T - 1). `--readout absolute` bins the T steps instead (the same step in
+every utterance falls in the same bin), and `--readout whole` counts each channel over the whole
+utterance, one bin: the order-free view of an SNN whose class is its output neurons' spike counts
+over the sample. The ceiling row ("features") gives the same classifier the same bins
 of the continuous features before coding (held and scaled by `bsa_gain`, i.e. the expected counts
 of rate coding). FSDD: speaker-independent, the folds of bench/fsdd_logreg.py (train on four
 speakers, test on the fifth); TI46-synth: its own train/test sessions (speaker-dependent).
@@ -42,6 +46,7 @@ from sklearn.preprocessing import StandardScaler
 
 BINS = 8
 SEED = 0  # the conversion's default seed
+READOUTS = ("utterance", "absolute", "whole")
 
 
 @dataclasses.dataclass
@@ -67,22 +72,31 @@ def load(name: str, reader_name: str, source: Path, every: int) -> Corpus:
     )
 
 
-def bin_edges(steps: int) -> np.ndarray:
-    """`BINS` + 1 edges over the coded steps 1..steps (at least one step per bin)."""
+def bin_edges(steps: int, T: int, readout: str) -> np.ndarray:
+    """The time bins' edges: `BINS` over the utterance's coded steps 1..steps (at least one step
+    per bin), `BINS` over the steps 1..T - 1 (`absolute`), or one bin (`whole`)."""
+    if readout == "whole":
+        return np.array([1.0, T])
+    if readout == "absolute":
+        return np.linspace(1, T, BINS + 1)
     return np.linspace(1, max(steps, BINS) + 1, BINS + 1)
 
 
-def spike_bins(times: np.ndarray, neurons: np.ndarray, steps: int, channels: int) -> np.ndarray:
-    """Exact spike counts `[channels * BINS]` per channel and time bin."""
-    counts, _, _ = np.histogram2d(neurons, times, bins=[np.arange(channels + 1), bin_edges(steps)])
+def spike_bins(
+    times: np.ndarray, neurons: np.ndarray, channels: int, edges: np.ndarray
+) -> np.ndarray:
+    """Exact spike counts `[channels * bins]` per channel and time bin."""
+    counts, _, _ = np.histogram2d(neurons, times, bins=[np.arange(channels + 1), edges])
     return counts.ravel()
 
 
-def feature_bins(features: np.ndarray, params: AudioCoding, steps: int) -> np.ndarray:
-    """The held, scaled features summed over the same bins: `[channels * BINS]`."""
+def feature_bins(
+    features: np.ndarray, params: AudioCoding, steps: int, edges: np.ndarray
+) -> np.ndarray:
+    """The held, scaled features summed over the same bins: `[channels * bins]`."""
     held = np.repeat(features, params.hold_steps, axis=1)[:, :steps] * params.bsa_gain
-    where = np.digitize(np.arange(1, steps + 1), bin_edges(steps)) - 1
-    sums = np.zeros((len(features), BINS))
+    where = np.digitize(np.arange(1, steps + 1), edges) - 1
+    sums = np.zeros((len(features), len(edges) - 1))
     np.add.at(sums.T, where, held.T)
     return sums.ravel()
 
@@ -93,7 +107,7 @@ def accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray) -> float:
     return 100 * model.score(x[~train], y[~train])
 
 
-def measure(corpus: Corpus, front_end: str) -> dict[str, dict]:
+def measure(corpus: Corpus, front_end: str, readout: str) -> dict[str, dict]:
     """Per coding (and `features`): the binned inputs, spikes per channel and step, and seconds
     spent on the front end and on the coding."""
     rows: dict[str, dict] = {}
@@ -105,8 +119,11 @@ def measure(corpus: Corpus, front_end: str) -> dict[str, dict]:
     features = [cochleagram(clip, params) for clip in corpus.clips]
     front_s = time.perf_counter() - start
     steps = [min(f.shape[1] * params.hold_steps, params.T - 1) for f in features]
+    edges = [bin_edges(n, params.T, readout) for n in steps]
     rows["features"] = {
-        "x": np.stack([feature_bins(f, params, n) for f, n in zip(features, steps, strict=True)]),
+        "x": np.stack(
+            [feature_bins(f, params, n, e) for f, n, e in zip(features, steps, edges, strict=True)]
+        ),
         "front_s": front_s,
     }
     for coding in CODINGS:
@@ -119,8 +136,8 @@ def measure(corpus: Corpus, front_end: str) -> dict[str, dict]:
         code_s = time.perf_counter() - start
         x = np.stack(
             [
-                spike_bins(t, n, s, params.n_channels)
-                for (t, n), s in zip(spikes, steps, strict=True)
+                spike_bins(times, neurons, params.n_channels, e)
+                for (times, neurons), e in zip(spikes, edges, strict=True)
             ]
         )
         rows[coding] = {
@@ -135,12 +152,15 @@ def measure(corpus: Corpus, front_end: str) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--every", type=int, default=1, help="keep every Nth clip (default 1)")
+    parser.add_argument("--front-end", nargs="+", choices=FRONT_ENDS, default=list(FRONT_ENDS))
+    parser.add_argument("--readout", choices=READOUTS, default="utterance", help="time bins")
     args = parser.parse_args()
     shared = Path(os.environ.get("HM2BP_SHARED_DIR", "../shared")) / "data"
     fsdd = load("FSDD", "wav", shared / "fsdd/recordings", args.every)
     ti46 = load("TI46-synth", "ti46", shared / "ti46-synth", args.every)
     speakers = sorted(set(fsdd.speakers))
-    print(f"{len(fsdd.clips)} FSDD clips, {len(ti46.clips)} TI46-synth clips; {BINS} time bins")
+    clips = f"{len(fsdd.clips)} FSDD clips, {len(ti46.clips)} TI46-synth clips"
+    print(f"{clips}; readout {args.readout}")
     print()
     print(
         "| front end | input | FSDD mean | "
@@ -150,8 +170,9 @@ def main() -> None:
     print(
         "| --- | --- | ---: | " + " | ".join("---:" for _ in speakers) + " | ---: | ---: | ---: |"
     )
-    for front_end in FRONT_ENDS:
-        on_fsdd, on_ti46 = measure(fsdd, front_end), measure(ti46, front_end)
+    for front_end in args.front_end:
+        on_fsdd = measure(fsdd, front_end, args.readout)
+        on_ti46 = measure(ti46, front_end, args.readout)
         for row in ("features", *CODINGS):
             folds = [accuracy(on_fsdd[row]["x"], fsdd.labels, fsdd.speakers != s) for s in speakers]
             ti46_acc = accuracy(on_ti46[row]["x"], ti46.labels, ti46.splits == "train")
