@@ -99,22 +99,37 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
         help="a reader option, e.g. -o stabilize=true (nmnist), -o split=letters "
         "(emnist); values are read as JSON, else as text",
     )
+    parser.add_argument(
+        "-e",
+        "--encode",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an encoder parameter, recorded in the manifest, e.g. -e front_end=gammatone or "
+        "-e coding=rate (audio), -e scale=4 (images); values are read as JSON, else as text",
+    )
+
+
+def _key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    """`KEY=VALUE` pairs as a mapping, each value read as JSON, else as text."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not (key and sep):
+            raise ValueError(f"{flag} {pair!r}: not KEY=VALUE (expected e.g. {flag} name=value)")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+    return values
 
 
 def _convert(args: argparse.Namespace) -> Outcome:
     import ray
     from hm2bp.pipelines.convert import convert
 
-    options = {}
-    for pair in args.option:
-        key, sep, text = pair.partition("=")
-        if not (key and sep):
-            print(f"hm2bp convert: --option {pair!r} (expected KEY=VALUE)", file=sys.stderr)
-            return 2, None
-        try:
-            options[key] = json.loads(text)
-        except json.JSONDecodeError:
-            options[key] = text
+    options = _key_values(args.option, "--option")
+    encoding = _key_values(args.encode, "--encode")
     ray_started = not ray.is_initialized()
     summary = convert(
         args.dataset,
@@ -128,6 +143,7 @@ def _convert(args: argparse.Namespace) -> Outcome:
         skip_bad=args.skip_bad,
         keep_pixels=args.keep_pixels,
         reader_options=options,
+        encoder_options=encoding,
         progress=True,  # on a terminal only
         overwrite=args.overwrite,
     )

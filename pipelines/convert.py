@@ -100,14 +100,16 @@ def convert(
     skip_bad: bool = False,
     keep_pixels: bool = False,
     reader_options: Mapping[str, Any] | None = None,
+    encoder_options: Mapping[str, Any] | None = None,
     progress: bool = False,
     overwrite: bool = False,
 ) -> ConversionSummary:
     """Convert `dataset` (a registered reader's name, or a `Reader`) from `source` into shards and
     a manifest under `out` (a local path or a pyarrow filesystem URI).
 
-    `encoder` defaults to the reference's encoder for the data's kind; `T` and `dt_ms` override
-    its values. `split` is a spec of `splits.py` (default: `default_split`). Raises the reader's
+    `encoder` defaults to the reference's encoder for the data's kind; `encoder_options` (its
+    fields by name, e.g. `{"front_end": "gammatone"}`), `T` and `dt_ms` override its values.
+    `split` is a spec of `splits.py` (default: `default_split`). Raises the reader's
     `BadInputError` unless `skip_bad`, which lists the skipped files in the manifest instead.
     A folder holding a conversion with other options is refused unless `overwrite`, which
     replaces it atomically (`destination.py`). `progress` shows a bar over finished shards on
@@ -118,7 +120,7 @@ def convert(
     source = None if source is None else Path(source).absolute()
     out = absolute(out)
     reader, reader_name, options = _reader(dataset, source, dict(reader_options or {}))
-    params = _encoder(reader.facts, encoder, T, dt_ms)
+    params = _encoder(reader.facts, encoder, dict(encoder_options or {}), T, dt_ms)
     if keep_pixels and reader.facts.kind != "image":
         raise ValueError(
             f"keep_pixels: {reader.facts.name!r} holds {reader.facts.kind} (expected images)"
@@ -217,13 +219,33 @@ def _check_unique(refs: Sequence[SampleRef], source: Path | None) -> None:
 
 
 def _encoder(
-    facts: DatasetFacts, encoder: EncoderParams | None, T: int | None, dt_ms: float | None
+    facts: DatasetFacts,
+    encoder: EncoderParams | None,
+    options: dict[str, Any],
+    T: int | None,
+    dt_ms: float | None,
 ) -> EncoderParams:
-    """The given or default encoder with `T` and `dt_ms` overridden, checked against the data."""
-    overrides = {k: v for k, v in (("T", T), ("dt_ms", dt_ms)) if v is not None}
-    if dt_ms is not None:
-        check_step(dt_ms)  # before the encoder's own checks, which compute with it
-    params = dataclasses.replace(encoder or default_encoder(facts.kind), **overrides)
+    """The given or default encoder with `options`, `T` and `dt_ms` overridden, checked against
+    the data."""
+    base = encoder or default_encoder(facts.kind)
+    fields = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(
+            f"encoder option {unknown[0]!r}: not a parameter of the {encoder_name(base)!r} "
+            f"encoder (expected one of {', '.join(sorted(fields))})"
+        )
+    for key, value in options.items():
+        kind = type(getattr(base, key))
+        if not (type(value) is kind or (kind is float and type(value) is int)):
+            raise ValueError(
+                f"encoder option {key}: got {value!r} (expected {kind.__name__}, like the "
+                f"{encoder_name(base)!r} encoder's default {getattr(base, key)!r})"
+            )
+    overrides = {**options, **{k: v for k, v in (("T", T), ("dt_ms", dt_ms)) if v is not None}}
+    if "dt_ms" in overrides:
+        check_step(overrides["dt_ms"])  # before the encoder's own checks, which compute with it
+    params = dataclasses.replace(base, **overrides)
     check_encoder(params, facts)
     return params
 

@@ -1,5 +1,6 @@
 """The console script dispatches and reports its version."""
 
+import json
 import subprocess
 import sys
 
@@ -55,3 +56,33 @@ def test_the_cli_runs_as_a_module_for_ray_job_submit():
         check=True,
     ).stdout
     assert "usage: hm2bp train" in out and "--set KEY=VALUE" in out
+
+
+def test_convert_takes_encoder_parameters_by_name(ray_local, tmp_path, capsys):
+    """`-e KEY=VALUE` sets a field of the data's encoder (an audio front end, its coding); the
+    manifest records it. An unknown field or a value of another type is refused, named."""
+    import numpy as np
+    from hm2bp.pipelines.manifest import read_manifest
+    from hm2bp.tests.formats import wav_bytes
+
+    source = tmp_path / "wav"
+    source.mkdir()
+    for i, name in enumerate(["0_ann_0.wav", "1_ann_0.wav", "0_bob_0.wav", "1_bob_0.wav"]):
+        tone = 8000 * np.sin(2 * np.pi * (300 + 150 * i) * np.arange(800) / 8000)
+        (source / name).write_bytes(wav_bytes(tone.astype(np.int16), 8000))
+    out = tmp_path / "shards"
+    argv = ["convert", "wav", "--source", str(source), "--out", str(out), "--split",
+            "group:speaker=bob"]  # fmt: skip
+    assert cli.main([*argv, "-e", "front_end=gammatone", "--encode", "coding=rate", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 4
+    params = read_manifest(str(out)).encoder_params
+    assert (params["front_end"], params["coding"]) == ("gammatone", "rate")
+    refusals = {
+        "tau=3": "encoder option 'tau': not a parameter of the 'cochlea_bsa' encoder (expected",
+        "hold_steps=ten": "encoder option hold_steps: got 'ten' (expected int, like the ",
+    }
+    for pair, message in refusals.items():
+        assert cli.main([*argv, "-e", pair]) == 1
+        assert message in capsys.readouterr().err
+    assert cli.main([*argv, "-e", "front_end"]) == 1
+    assert "--encode 'front_end': not KEY=VALUE" in capsys.readouterr().err
