@@ -17,6 +17,9 @@ name and renamed, so a folder with a `checkpoint.pt` is whole, and a crash never
 checkpoint that looks whole. torch's format checks no tensor byte (a flipped bit in a weight loads
 silently), so a file is used only with a digest that matches.
 
+Checkpoints of format 1 (hm2bp before the typed state: one `checkpoint.pt` holding the record too,
+its digest one bare line) still load, so earlier runs resume and evaluate.
+
 A run keeps two checkpoints: its latest (to resume) and its best, the one of the highest validation
 accuracy (to evaluate and deploy); they are one folder when the last epoch is the best.
 """
@@ -39,6 +42,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 RECORD_FILE = "record.json"
 DIGEST_FILE = "checkpoint.sha256"
 FORMAT = 2  # 1: one checkpoint.pt holding the record too (hm2bp before the typed state)
+TENSOR_KEYS = frozenset({"model", "optimizer", "rng", "boosting"})
+FORMAT_ONE_KEYS = TENSOR_KEYS | {"config", "history", "confusion", "classes", "trained_on"}
 _FOLDER = re.compile(r"^checkpoint_epoch_(\d+)$")
 SCORE = "val_accuracy"  # what makes a checkpoint a run's best: higher is better
 
@@ -101,25 +106,36 @@ class TrainingState:
     def load(cls, location: str | Path) -> TrainingState:
         """The checkpoint in `location` (its folder, or its `checkpoint.pt`), verified."""
         folder = checkpoint_folder(location)
-        record = load_record(folder)
         fs, path = resolve(folder)
-        data = _verified(fs, path, CHECKPOINT_FILE)
-        try:
-            tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many kinds (and suggests weights_only=False: never)
-            raise CheckpointError(
-                f"{path}/{CHECKPOINT_FILE}: whole (its digest matches) but unreadable by torch "
-                f"{torch.__version__} ({type(err).__name__}: {str(err).splitlines()[0]}; "
-                "expected a checkpoint.pt that `hm2bp train` wrote with a compatible torch)"
-            ) from err
-        if not isinstance(tensors, dict) or not {"model", "optimizer", "rng"} <= set(tensors):
-            found = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
-            raise CheckpointError(
-                f"{path}/{CHECKPOINT_FILE}: holds {found} (expected the model, optimizer, rng "
-                "and boosting of an hm2bp checkpoint)"
-            )
+        if _format_one(fs, path):
+            return _from_format_one(_torch_state(fs, path, FORMAT_ONE_KEYS), path)
+        record = load_record(folder)
+        tensors = _torch_state(fs, path, TENSOR_KEYS)
         return cls(record, tensors["model"], tensors["optimizer"], tensors["rng"],
-                   tensors.get("boosting"))  # fmt: skip
+                   tensors["boosting"])  # fmt: skip
+
+
+def _from_format_one(state: dict[str, Any], folder: str) -> TrainingState:
+    """A checkpoint of format 1 (one `checkpoint.pt` holding the record too, one bare digest
+    line), as hm2bp wrote before the typed state: runs trained then still resume and evaluate."""
+    if state.get("format") != 1:
+        raise CheckpointError(
+            f"{folder}/{CHECKPOINT_FILE}: checkpoint format {state.get('format')!r} beside a "
+            "one-line digest (expected 1, which kept the record inside checkpoint.pt)"
+        )
+    history = list(state["history"])
+    record = RunRecord(
+        config=state["config"],
+        classes=list(state["classes"]),
+        history=history,
+        nodes=list(state.get("nodes", [[] for _ in history])),  # recorded from late format 1
+        confusion=state["confusion"],
+        trained_on=dict(state["trained_on"]),
+        replica_digests=list(state.get("replica_digests", [])),
+    )
+    return TrainingState(
+        record, state["model"], state["optimizer"], state["rng"]["torch"], state["boosting"]
+    )
 
 
 def folder_name(epoch: int) -> str:
@@ -135,8 +151,11 @@ def checkpoint_folder(location: str | Path) -> str:
 
 
 def load_record(location: str | Path) -> RunRecord:
-    """The `RunRecord` of the checkpoint in `location`, verified, without reading its tensors."""
+    """The `RunRecord` of the checkpoint in `location`, verified, without reading its tensors
+    (but for format 1, which kept it among them)."""
     fs, path = resolve(checkpoint_folder(location))
+    if _format_one(fs, path):
+        return TrainingState.load(path).record
     data = _verified(fs, path, RECORD_FILE)
     try:
         plain = json.loads(data)
@@ -154,9 +173,30 @@ def verify(location: str | Path) -> str:
     driver checks before a run resumes from it, without loading anything)."""
     folder = checkpoint_folder(location)
     fs, path = resolve(folder)
-    for name in (RECORD_FILE, CHECKPOINT_FILE):
+    names = (CHECKPOINT_FILE,) if _format_one(fs, path) else (RECORD_FILE, CHECKPOINT_FILE)
+    for name in names:
         _verified(fs, path, name)
     return folder
+
+
+def _torch_state(fs, folder: str, keys: Collection[str]) -> dict[str, Any]:
+    """The verified `checkpoint.pt` of `folder`, loaded (tensors only), holding `keys`."""
+    data = _verified(fs, folder, CHECKPOINT_FILE)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds (and suggests weights_only=False: never)
+        raise CheckpointError(
+            f"{folder}/{CHECKPOINT_FILE}: whole (its digest matches) but unreadable by torch "
+            f"{torch.__version__} ({type(err).__name__}: {str(err).splitlines()[0]}; "
+            "expected a checkpoint.pt that `hm2bp train` wrote with a compatible torch)"
+        ) from err
+    if not isinstance(state, dict) or not set(keys) <= set(state):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{folder}/{CHECKPOINT_FILE}: holds {found} (expected {sorted(keys)} of an hm2bp "
+            "checkpoint)"
+        )
+    return state
 
 
 def _torch_bytes(data: Mapping[str, Any]) -> bytes:
@@ -175,22 +215,10 @@ def _verified(fs, folder: str, name: str) -> bytes:
                 f"{folder}: no checkpoint (expected a checkpoint_epoch_NNNN folder written by "
                 "`hm2bp train`, or its checkpoint.pt)"
             ) from None
-        hint = (
-            "a checkpoint of an hm2bp before format 2, which kept no record: evaluate or resume "
-            "it with that version"
-            if name == RECORD_FILE
-            else "the file each hm2bp checkpoint folder holds"
-        )
-        raise FileNotFoundError(f"{folder}/{name}: no such file ({hint})") from None
-    try:
-        lines = read_bytes(fs, f"{folder}/{DIGEST_FILE}").decode(errors="replace").splitlines()
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{folder}/{name}: no {DIGEST_FILE} beside it (expected the digests `hm2bp train` "
-            "writes with every checkpoint; without them a damaged file cannot be told from a "
-            "whole one)"
+        raise FileNotFoundError(
+            f"{folder}/{name}: no such file (expected the file each hm2bp checkpoint folder holds)"
         ) from None
-    digests = {n: d for d, _, n in (line.partition("  ") for line in lines)}
+    digests = _digests(fs, folder, name)
     if name not in digests:
         raise CheckpointError(f"{folder}/{DIGEST_FILE}: no digest of {name} (expected one)")
     if sha256_bytes(data) != digests[name]:
@@ -200,6 +228,36 @@ def _verified(fs, folder: str, name: str) -> bytes:
             "written; use another checkpoint_epoch_NNNN of the run)"
         )
     return data
+
+
+def _digest_lines(fs, folder: str) -> list[str] | None:
+    """The lines of `checkpoint.sha256`, or None where there is none."""
+    try:
+        return read_bytes(fs, f"{folder}/{DIGEST_FILE}").decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+
+
+def _format_one(fs, folder: str) -> bool:
+    """Whether `folder` holds a format-1 checkpoint: its digest file one bare sha256 line (of
+    checkpoint.pt, which then held the record too)."""
+    lines = _digest_lines(fs, folder)
+    return lines is not None and len(lines) == 1 and "  " not in lines[0]
+
+
+def _digests(fs, folder: str, name: str) -> dict[str, str]:
+    """`{file: sha256}` from `checkpoint.sha256` (`sha256sum` lines; format 1: one bare line, of
+    checkpoint.pt); refused without it, naming `name`, the file it would vouch for."""
+    lines = _digest_lines(fs, folder)
+    if lines is None:
+        raise CheckpointError(
+            f"{folder}/{name}: no {DIGEST_FILE} beside it (expected the digests `hm2bp train` "
+            "writes with every checkpoint; without them a damaged file cannot be told from a "
+            "whole one)"
+        )
+    if _format_one(fs, folder):
+        return {CHECKPOINT_FILE: lines[0].strip()}
+    return {n: d for d, _, n in (line.partition("  ") for line in lines)}
 
 
 def _exists(fs, path: str) -> bool:

@@ -102,7 +102,7 @@ def test_a_foreign_file_with_a_matching_digest_is_refused_without_torchs_advice(
     state(1).save(str(folder))
     torch.save({"epoch": 1}, folder / "other.pt")  # another tool's file
     redigest(folder, "checkpoint.pt", (folder / "other.pt").read_bytes())
-    with pytest.raises(ckpt.CheckpointError, match=r"holds \['epoch'\] \(expected the model"):
+    with pytest.raises(ckpt.CheckpointError, match=r"holds \['epoch'\] \(expected \['boosting'"):
         ckpt.TrainingState.load(folder)
     redigest(folder, "checkpoint.pt", b"\x80\x02garbage")
     with pytest.raises(ckpt.CheckpointError) as caught:
@@ -117,11 +117,37 @@ def test_a_foreign_file_with_a_matching_digest_is_refused_without_torchs_advice(
         ckpt.TrainingState.load(folder)
 
 
-def test_a_checkpoint_of_the_one_file_format_names_the_version_that_reads_it(tmp_path):
-    folder = tmp_path / "checkpoint_epoch_0001"
-    state(1).save(str(folder))
-    (folder / "record.json").unlink()  # format 1 kept the record inside checkpoint.pt
-    with pytest.raises(FileNotFoundError, match="record.json: no such file .a checkpoint of an"):
+def write_format_one(folder, epoch):
+    """A checkpoint as hm2bp wrote it before the typed state: one torch.save of the whole state,
+    its sha256 on one bare line."""
+    import io
+
+    history = [{"val_accuracy": 0.1 * e} for e in range(epoch)]
+    state = {"format": 1, "epoch": epoch, "model": {"w": torch.full((2,), epoch)},
+             "optimizer": {}, "rng": {"torch": torch.get_rng_state()}, "config": {"seed": 0},
+             "history": history, "confusion": [[1]], "classes": ["a", "b"], "boosting": None,
+             "trained_on": {"device": "cpu", "backend": "cpu"}}  # fmt: skip
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    folder.mkdir(parents=True)
+    (folder / ckpt.DIGEST_FILE).write_text(ckpt.sha256_bytes(buffer.getvalue()) + "\n")
+    (folder / "checkpoint.pt").write_bytes(buffer.getvalue())
+    return history
+
+
+def test_a_checkpoint_of_format_one_still_loads(tmp_path):
+    """Runs trained before the typed state resume and evaluate: the record comes from inside
+    checkpoint.pt, nodes and replica digests empty where they were not recorded yet."""
+    folder = tmp_path / "run" / "checkpoint_epoch_0002"
+    history = write_format_one(folder, 2)
+    state = ckpt.TrainingState.load(folder)
+    assert state.record.history == history and state.record.nodes == [[], []]
+    assert state.record.trained_on == {"device": "cpu", "backend": "cpu"}
+    assert torch.equal(state.model["w"], torch.full((2,), 2)) and state.boosting is None
+    assert ckpt.load_record(folder) == state.record and ckpt.verify(folder) == str(folder)
+    assert ckpt.best_and_latest(str(tmp_path / "run")) == (str(folder), str(folder))
+    damage(folder / "checkpoint.pt", "flip")
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint.pt: sha256 .* changed"):
         ckpt.load_record(folder)
 
 
