@@ -40,10 +40,7 @@ def _count(value: object) -> bool:
 
 
 class _Checked:
-    """Runs `problems()` after construction and raises them together."""
-
-    def problems(self) -> list[str]:
-        raise NotImplementedError
+    """Runs the subclass's `problems()` after construction and raises them together."""
 
     def __post_init__(self) -> None:
         found = self.problems()

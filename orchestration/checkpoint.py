@@ -238,11 +238,15 @@ def _digest_lines(fs, folder: str) -> list[str] | None:
         return None
 
 
-def _format_one(fs, folder: str) -> bool:
-    """Whether `folder` holds a format-1 checkpoint: its digest file one bare sha256 line (of
-    checkpoint.pt, which then held the record too)."""
-    lines = _digest_lines(fs, folder)
+def _one_bare_line(lines: list[str] | None) -> bool:
+    """Whether digest lines are format 1's: one bare sha256 (of checkpoint.pt, which then held
+    the record too)."""
     return lines is not None and len(lines) == 1 and "  " not in lines[0]
+
+
+def _format_one(fs, folder: str) -> bool:
+    """Whether `folder` holds a format-1 checkpoint."""
+    return _one_bare_line(_digest_lines(fs, folder))
 
 
 def _digests(fs, folder: str, name: str) -> dict[str, str]:
@@ -255,7 +259,7 @@ def _digests(fs, folder: str, name: str) -> dict[str, str]:
             "writes with every checkpoint; without them a damaged file cannot be told from a "
             "whole one)"
         )
-    if _format_one(fs, folder):
+    if _one_bare_line(lines):
         return {CHECKPOINT_FILE: lines[0].strip()}
     return {n: d for d, _, n in (line.partition("  ") for line in lines)}
 

@@ -311,7 +311,7 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
 def _runs(args: argparse.Namespace) -> Outcome:
     from pathlib import Path
 
-    from hm2bp.orchestration.runs import collect_runs, format_table, plot_runs, rows_as_json
+    from hm2bp.orchestration.runs import collect_runs, format_table, plot_runs, rows_record
     from hm2bp.orchestration.tracking import resolve_tracking_uri
 
     metrics = args.metric or [args.sort, "val_loss"]
@@ -328,7 +328,7 @@ def _runs(args: argparse.Namespace) -> Outcome:
         print(f"comparison plot: {plot}")
     if not args.json:
         print(format_table(rows, metrics))
-    return 0, json.loads(rows_as_json(rows))  # runs.py's one object, printed by `main`
+    return 0, rows_record(rows)  # printed by `main` as one JSON object
 
 
 def expected_failure(err: BaseException) -> BaseException | None:

@@ -15,10 +15,10 @@ a sweep's runs log some 40 metrics each, which made the table one request per ru
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -183,11 +183,12 @@ def plot_runs(rows: Sequence[RunRow], metric: str, path: Path) -> Path:
     return path
 
 
-def rows_as_json(rows: Sequence[RunRow]) -> str:
-    """One JSON object: the differing params and each run without its metric histories."""
+def rows_record(rows: Sequence[RunRow]) -> dict[str, Any]:
+    """`hm2bp runs --json`'s object: the differing params and each run without its metric
+    histories."""
     runs = []
     for row in rows:
         data = asdict(row)
         data.pop("histories")
         runs.append(data)
-    return json.dumps({"differing_params": differing_params(rows), "runs": runs})
+    return {"differing_params": differing_params(rows), "runs": runs}
