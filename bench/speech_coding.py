@@ -2,14 +2,18 @@
 keeps, and how much of it survives the spike coding, measured without any spiking network.
 
     HM2BP_SHARED_DIR=../shared .venv/bin/python bench/speech_coding.py [--every N]
-        [--front-end mel ...] [--readout utterance|absolute|whole]
+        [--front-end mel ...] [--readout utterance|speech|absolute|whole]
 
 For every front end (`mel`, `lyon`, `gammatone`) and coding (`bsa`, `rate`) of `AudioCoding`, the
 clips of FSDD (all five speakers) and TI46-synth (TI-Alpha) go through the pipeline's own
 functions in this process (`cochleagram`, then `encode_features` with the sample's seeded stream,
 exactly what a conversion writes, without Ray or shards). A logistic regression then reads the
 exact spike counts per channel in `BINS` equal time bins of each utterance (its steps 1..n, n the
-held frames, at most T - 1). `--readout absolute` bins the T steps instead (the same step in
+held frames, at most T - 1). `--readout speech` bins the speech instead, as the encoder's
+`segments` do (`BINS` parts of the steps from the first to the last frame that reaches
+`speech_level`, the silence around them in the first and last part): these are the counts of the
+default encoder's 624 inputs, whole-sample counts of every input. `--readout absolute` bins the T
+steps instead (the same step in
 every utterance falls in the same bin), and `--readout whole` counts each channel over the whole
 utterance, one bin: the order-free view of an SNN whose class is its output neurons' spike counts
 over the sample. The ceiling row ("features") gives the same classifier the same bins
@@ -37,6 +41,7 @@ from hm2bp.pipelines.audio_coding import (
     AudioCoding,
     cochleagram,
     encode_features,
+    speech_span,
 )
 from hm2bp.pipelines.registry import get_reader
 from hm2bp.pipelines.seeding import sample_rng
@@ -44,9 +49,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-BINS = 8
+BINS = AudioCoding.segments  # the default encoder's parts: `speech` is its layout
 SEED = 0  # the conversion's default seed
-READOUTS = ("utterance", "absolute", "whole")
+READOUTS = ("utterance", "speech", "absolute", "whole")
 
 
 @dataclasses.dataclass
@@ -72,11 +77,16 @@ def load(name: str, reader_name: str, source: Path, every: int) -> Corpus:
     )
 
 
-def bin_edges(steps: int, T: int, readout: str) -> np.ndarray:
+def bin_edges(steps: int, span: tuple[int, int], T: int, readout: str) -> np.ndarray:
     """The time bins' edges: `BINS` over the utterance's coded steps 1..steps (at least one step
-    per bin), `BINS` over the steps 1..T - 1 (`absolute`), or one bin (`whole`)."""
+    per bin), `BINS` over its speech `span` and the silence around it (`speech`), `BINS` over the
+    steps 1..T - 1 (`absolute`), or one bin (`whole`)."""
     if readout == "whole":
         return np.array([1.0, T])
+    if readout == "speech":  # `segment_neurons`' parts: step t is in the k-th from first + k L / K
+        first, last = span
+        parts = first + np.arange(1, BINS) * max(last - first + 1, BINS) / BINS
+        return np.concatenate([[1.0], parts, [T]])
     if readout == "absolute":
         return np.linspace(1, T, BINS + 1)
     return np.linspace(1, max(steps, BINS) + 1, BINS + 1)
@@ -111,7 +121,7 @@ def measure(corpus: Corpus, front_end: str, readout: str) -> dict[str, dict]:
     """Per coding (and `features`): the binned inputs, spikes per channel and step, and seconds
     spent on the front end and on the coding."""
     rows: dict[str, dict] = {}
-    params = AudioCoding(front_end=front_end)
+    params = AudioCoding(front_end=front_end, segments=1)  # the channels; bins place the time
     for coding in CODINGS:  # compiled code and cached filterbanks, before the clock starts
         warm = dataclasses.replace(params, coding=coding)
         encode_features(cochleagram(corpus.clips[0], warm), warm, sample_rng(SEED, "warm-up"))
@@ -119,7 +129,10 @@ def measure(corpus: Corpus, front_end: str, readout: str) -> dict[str, dict]:
     features = [cochleagram(clip, params) for clip in corpus.clips]
     front_s = time.perf_counter() - start
     steps = [min(f.shape[1] * params.hold_steps, params.T - 1) for f in features]
-    edges = [bin_edges(n, params.T, readout) for n in steps]
+    edges = [
+        bin_edges(n, speech_span(f, params), params.T, readout)
+        for f, n in zip(features, steps, strict=True)
+    ]
     rows["features"] = {
         "x": np.stack(
             [feature_bins(f, params, n, e) for f, n, e in zip(features, steps, edges, strict=True)]

@@ -29,6 +29,10 @@ ENCODERS: dict[str, tuple[type, str]] = {
 
 MAX_STEPS = 2**16  # spike times are stored as uint16
 
+# Parameters added to an encoder after manifests were written without them, with the value those
+# manifests were encoded with where it is not the default now.
+RECORDED_BEFORE: dict[str, dict[str, Any]] = {"cochlea_bsa": {"segments": 1}}
+
 
 def encoder_name(params: EncoderParams) -> str:
     return next(name for name, (cls, _) in ENCODERS.items() if isinstance(params, cls))
@@ -43,16 +47,18 @@ def default_encoder(kind: str) -> EncoderParams:
 
 
 def encoder_from_record(name: str, params: dict[str, Any]) -> EncoderParams:
-    """The parameters a manifest recorded, as their dataclass again."""
+    """The parameters a manifest recorded, as their dataclass again (`RECORDED_BEFORE` for a
+    parameter the manifest predates)."""
     if name not in ENCODERS:
         raise ValueError(f"encoder: got {name!r} (expected one of {', '.join(ENCODERS)})")
-    return ENCODERS[name][0](**params)
+    return ENCODERS[name][0](**{**RECORDED_BEFORE.get(name, {}), **params})
 
 
 def input_shape(params: EncoderParams, facts: DatasetFacts) -> tuple[int, ...]:
-    """What the spikes index into: the reader's image or sensor shape, or the audio channels."""
+    """What the spikes index into: the reader's image or sensor shape, or the audio inputs
+    (channels times segments)."""
     if isinstance(params, AudioCoding):
-        return (params.n_channels,)
+        return (params.n_inputs,)
     return tuple(facts.input_shape)
 
 

@@ -5,9 +5,11 @@ BSA is compiled (numba); its oracles are the spec written out as Python loops an
 the vectorised numpy loop it replaced (`bsa_numpy`, kept here). The mel front end builds its
 filterbank once per process; its oracle is the librosa call it replaced (`cochleagram_librosa`).
 Every front end and coding must keep the network's shape (78 channels, one frame per 16 ms, values
-in [0, 1]) and be recorded in, and rebuilt from, the manifest.
+in [0, 1]) and be recorded in, and rebuilt from, the manifest; `segments` moves each spike to its
+part of the clip's input block.
 """
 
+import dataclasses
 import importlib.util
 
 import librosa
@@ -22,7 +24,7 @@ from hm2bp.pipelines.audio_coding import (
     encode_features,
     erb_space,
 )
-from hm2bp.pipelines.encoders import encode, encoder_from_record, params_record
+from hm2bp.pipelines.encoders import encode, encoder_from_record, input_shape, params_record
 from hm2bp.pipelines.registry import get_reader
 from hm2bp.pipelines.seeding import sample_rng
 from hm2bp.pipelines.source import AudioClip
@@ -126,7 +128,7 @@ BSA_CASES = [
 
 @pytest.mark.parametrize("channels, steps, T, length, threshold, scale", BSA_CASES)
 def test_compiled_bsa_is_the_numpy_loop_bit_for_bit(channels, steps, T, length, threshold, scale):
-    params = AudioCoding(T=T, bsa_length=length, bsa_threshold=threshold)
+    params = AudioCoding(T=T, bsa_length=length, bsa_threshold=threshold, segments=1)
     rng = np.random.default_rng(channels * 1000 + steps)
     features = rng.random((channels, steps), dtype=np.float32) * np.float32(scale)
     # all zeros, all ones, random features, and random features with silent channels
@@ -150,7 +152,7 @@ def test_compiled_bsa_gains_are_numpys_to_the_last_bit(length):
         in_order = sum(np.abs(window).tolist()) - sum(np.abs(window - kernel).tolist())
         order_shows += gain != in_order
         for threshold in (gain, np.nextafter(gain, -np.inf)):
-            params = AudioCoding(T=2, bsa_length=length, bsa_threshold=float(threshold))
+            params = AudioCoding(T=2, bsa_length=length, bsa_threshold=float(threshold), segments=1)
             expected = bsa_numpy(window[None], params)
             assert len(expected[0]) == (threshold < gain)
             assert_same_spikes(bsa_encode(window[None], params), expected)
@@ -193,7 +195,7 @@ def test_fsdd_spikes_are_those_of_the_numpy_encoder():
     folder = shared_path("data", "fsdd", "recordings")
     reader = get_reader("wav", folder)
     refs = reader.index(folder).refs[::83]  # 31 recordings across digits and speakers
-    params = AudioCoding()
+    params = AudioCoding(segments=1)  # the channels themselves (segments: their own test)
     for clip in reader.load(folder, refs):
         features = cochleagram_librosa(clip, params)
         held = np.repeat(features, params.hold_steps, axis=1) * params.bsa_gain
@@ -214,8 +216,9 @@ def test_spikes_are_sorted_within_T_and_silence_is_silent():
     params = AudioCoding(T=300)
     noise = np.random.default_rng(1).normal(0, 0.1, 12500).astype(np.float32)
     times, neurons = encode_audio(AudioClip(noise, 12500), params, None)
-    assert len(times) > 0 and times.max() < 300 and times.min() >= 1 and neurons.max() < 78
-    assert np.all(np.diff(times.astype(int) * 78 + neurons) > 0)
+    assert len(times) > 0 and times.max() < 300 and times.min() >= 1
+    assert neurons.max() < params.n_inputs == 624
+    assert np.all(np.diff(times.astype(int) * 624 + neurons) > 0)
     silent = encode_audio(AudioClip(np.zeros(6000, np.float32), 12500), params, None)
     assert len(silent[0]) == 0
 
@@ -265,7 +268,7 @@ def test_gammatone_centres_are_erb_spaced_within_the_band():
 
 
 def test_rate_coding_draws_the_features_as_probabilities():
-    params = AudioCoding(T=2001, coding="rate")
+    params = AudioCoding(T=2001, coding="rate", segments=1)
     levels = np.array([0.0, 0.05, 0.5, 1.0], dtype=np.float32)
     features = np.repeat(levels[:, None], 200, axis=1)  # 2000 steps once held
     times, channels = encode_features(features, params, np.random.default_rng(0))
@@ -293,14 +296,15 @@ def test_the_manifest_records_front_end_and_coding(front_end, coding):
     facts = get_reader("ti46").facts
     spikes = encode(clip, params, sample_rng(0, "a.wav"), facts)
     assert_same_spikes(spikes, encode_audio(clip, params, sample_rng(0, "a.wav")))
-    assert len(spikes[0]) > 0 and spikes[1].max() < 78
+    assert len(spikes[0]) > 0 and spikes[1].max() < params.n_inputs
 
 
-def test_a_manifest_from_before_the_options_reads_as_mel_and_bsa():
+def test_a_manifest_from_before_the_options_reads_as_mel_bsa_and_the_reference_layout():
     old = params_record(AudioCoding())
-    del old["front_end"], old["coding"]
+    del old["front_end"], old["coding"], old["segments"]
     params = encoder_from_record("cochlea_bsa", old)
-    assert (params.front_end, params.coding) == ("mel", "bsa") and params == AudioCoding()
+    assert (params.front_end, params.coding, params.segments) == ("mel", "bsa", 1)
+    assert params == AudioCoding(segments=1)
 
 
 def test_unknown_or_misfit_options_are_refused():
@@ -312,3 +316,53 @@ def test_unknown_or_misfit_options_are_refused():
         AudioCoding(front_end="lyon", n_channels=64)
     with pytest.raises(ValueError, match="bsa_gain: got 2"):
         AudioCoding(coding="rate", bsa_gain=2)
+
+
+def test_segments_lay_the_clip_s_time_out_in_place():
+    """Each spike keeps its step and moves to its part's block of inputs: channel c in part k of
+    the coded steps is input k * channels + c, and the parts are equal."""
+    rising = np.linspace(0.2, 1.0, 100, dtype=np.float32)
+    features = np.stack([rising, rising[::-1], np.full(100, 0.6, np.float32)])  # 1000 steps
+    flat = encode_features(
+        features, AudioCoding(T=2001, n_channels=3, segments=1), np.random.default_rng(0)
+    )
+    params = AudioCoding(T=2001, n_channels=3, segments=4)
+    times, neurons = encode_features(features, params, np.random.default_rng(0))
+    assert params.n_inputs == 12 and input_shape(params, get_reader("ti46").facts) == (12,)
+    assert np.array_equal(times, flat[0]) and neurons.dtype == np.uint32
+    part = (times.astype(int) - 1) // 250
+    assert np.array_equal(neurons, part * 3 + flat[1])
+    assert set(part) == {0, 1, 2, 3} and np.all(np.diff(times.astype(int) * 12 + neurons) > 0)
+    # a clip longer than T: the parts cover the T - 1 coded steps
+    capped = encode_features(features, AudioCoding(T=501, n_channels=3, segments=4), None)
+    assert np.array_equal(capped[1] // 3, (capped[0].astype(int) - 1) // 125)
+
+
+def test_segments_divide_the_speech_not_the_silence_around_it():
+    """A word of 30 frames between 40 frames of quiet on each side: the parts are thirds of the
+    word's 300 steps (401..700), which reach `speech_level`; the quiet before and after, firing
+    but below it, goes to the first and the last part. With `speech_level` 0 the parts are
+    thirds of the whole clip."""
+    word = np.random.default_rng(3).uniform(0.6, 1.0, (4, 30)).astype(np.float32)
+    quiet = np.full((4, 40), 0.3, np.float32)
+    features = np.concatenate([quiet, word, quiet], axis=1)  # 1100 steps
+    params = AudioCoding(T=2001, n_channels=4, segments=3)
+    times, neurons = encode_features(features, params, None)
+    channels = encode_features(features, dataclasses.replace(params, segments=1), None)[1]
+    t = times.astype(int)
+    assert np.any(t <= 400) and np.any(t > 700)
+    assert np.array_equal(neurons, np.clip((t - 401) * 3 // 300, 0, 2) * 4 + channels)
+    whole = encode_features(features, dataclasses.replace(params, speech_level=0.0), None)
+    assert np.array_equal(whole[1], (t - 1) * 3 // 1100 * 4 + channels)
+    assert len(encode_features(np.zeros((4, 30), np.float32), params, None)[0]) == 0
+
+
+def test_speech_level_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="speech_level: got 1.5"):
+        AudioCoding(speech_level=1.5)
+
+
+@pytest.mark.parametrize("segments", [0, 1000, 2.5])
+def test_segments_out_of_range_are_refused(segments):
+    with pytest.raises(ValueError, match=f"segments: got {segments}"):
+        AudioCoding(segments=segments)

@@ -126,7 +126,7 @@ def test_fsdd_40_recordings_speaker_independent(tmp_path):
     reader = get_reader("wav", folder)
     convert(Subset(reader, 62), source=folder, out=str(tmp_path), split="group:speaker=theo")
     m = read_manifest(str(tmp_path))
-    assert (m.samples, m.input_shape, m.encoder, m.T) == (41, (78,), "cochlea_bsa", 1000)
+    assert (m.samples, m.input_shape, m.encoder, m.T) == (41, (624,), "cochlea_bsa", 1000)
     table = rows_of(tmp_path)
     speakers = dict(
         zip(table.column("sample_id").to_pylist(), table.column("speaker").to_pylist(), strict=True)
