@@ -5,21 +5,20 @@ keeps, and how much of it survives the spike coding, measured without any spikin
         [--front-end mel ...] [--readout utterance|speech|absolute|whole]
 
 For every front end (`mel`, `lyon`, `gammatone`) and coding (`bsa`, `rate`) of `AudioCoding`, the
-clips of FSDD (all five speakers) and TI46-synth (TI-Alpha) go through the pipeline's own
-functions in this process (`cochleagram`, then `encode_features` with the sample's seeded stream,
-exactly what a conversion writes, without Ray or shards). A logistic regression then reads the
-exact spike counts per channel in `BINS` equal time bins of each utterance (its steps 1..n, n the
-held frames, at most T - 1). `--readout speech` bins the speech instead, as the encoder's
-`segments` do (`BINS` parts of the steps from the first to the last frame that reaches
-`speech_level`, the silence around them in the first and last part): these are the counts of the
-default encoder's 624 inputs, whole-sample counts of every input. `--readout absolute` bins the T
-steps instead (the same step in
-every utterance falls in the same bin), and `--readout whole` counts each channel over the whole
+clips of FSDD (all five speakers) and TI46-synth (TI-Alpha) go through the pipeline's own functions
+in this process (`cochleagram`, then `encode_features` with the sample's seeded stream, exactly what
+a conversion writes, without Ray or shards). A logistic regression then reads the exact spike counts
+per channel in `BINS` equal time bins of each utterance (its steps 1..n, n the held frames, at most
+T - 1). `--readout speech` bins the speech instead, as the encoder's `segments` do (`BINS` parts of
+the steps from the first to the last frame that reaches `speech_level`, the silence around them in
+the first and last part): these are the counts of the default encoder's 624 inputs, whole-sample
+counts of every input. `--readout absolute` bins the T steps instead (the same step in every
+utterance falls in the same bin), and `--readout whole` counts each channel over the whole
 utterance, one bin: the order-free view of an SNN whose class is its output neurons' spike counts
-over the sample. The ceiling row ("features") gives the same classifier the same bins
-of the continuous features before coding (held and scaled by `bsa_gain`, i.e. the expected counts
-of rate coding). FSDD: speaker-independent, the folds of bench/fsdd_logreg.py (train on four
-speakers, test on the fifth); TI46-synth: its own train/test sessions (speaker-dependent).
+over the sample. The ceiling row ("features") gives the same classifier the same bins of the
+continuous features before coding (held and scaled by `bsa_gain`, i.e. the expected counts of rate
+coding). FSDD: speaker-independent, the folds of bench/fsdd_logreg.py (train on four speakers, test
+on the fifth); TI46-synth: its own train/test sessions (speaker-dependent).
 
 Also printed: spikes per channel and step (all spikes over channels x coded steps), and conversion
 speed in clips per second (front end plus coding, one process, FSDD and TI46-synth together).

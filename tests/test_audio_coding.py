@@ -23,12 +23,14 @@ from hm2bp.pipelines.audio_coding import (
     encode_audio,
     encode_features,
     erb_space,
+    speech_span,
 )
 from hm2bp.pipelines.encoders import encode, encoder_from_record, input_shape, params_record
 from hm2bp.pipelines.registry import get_reader
 from hm2bp.pipelines.seeding import sample_rng
 from hm2bp.pipelines.source import AudioClip
 from hm2bp.tests.conftest import shared_path
+from hm2bp.tests.test_gpu_bench import load_script
 
 
 def bsa_by_the_spec(signal, params):
@@ -366,3 +368,21 @@ def test_speech_level_out_of_range_is_refused():
 def test_segments_out_of_range_are_refused(segments):
     with pytest.raises(ValueError, match=f"segments: got {segments}"):
         AudioCoding(segments=segments)
+
+
+@pytest.mark.shared
+def test_the_speech_readout_of_the_bench_counts_the_encoder_s_inputs():
+    """`bench/speech_coding.py --readout speech` bins spikes of the 78 channels; its counts must
+    be those of the default encoder's 624 inputs, so that its table speaks for the encoder."""
+    bench = load_script("speech_coding")
+    folder = shared_path("data", "fsdd", "recordings")
+    corpus = bench.load("FSDD", "wav", folder, 125)  # 20 recordings across speakers and digits
+    channels, layout = AudioCoding(segments=1), AudioCoding()
+    for clip in corpus.clips:
+        features = cochleagram(clip, channels)
+        times, neurons = encode_features(features, channels, None)
+        steps = min(features.shape[1] * channels.hold_steps, channels.T - 1)
+        edges = bench.bin_edges(steps, speech_span(features, channels), channels.T, "speech")
+        counts = bench.spike_bins(times, neurons, 78, edges).reshape(78, layout.segments)
+        inputs = np.bincount(encode_features(features, layout, None)[1], minlength=624)
+        assert np.array_equal(counts.T.ravel(), inputs)
