@@ -5,8 +5,8 @@ BSA is compiled (numba); its oracles are the spec written out as Python loops an
 the vectorised numpy loop it replaced (`bsa_numpy`, kept here). The mel front end builds its
 filterbank once per process; its oracle is the librosa call it replaced (`cochleagram_librosa`).
 Every front end and coding must keep the network's shape (78 channels, one frame per 16 ms, values
-in [0, 1]) and be recorded in, and rebuilt from, the manifest; `segments` moves each spike to its
-part of the clip's input block.
+in [0, 1]) and be recorded in, and rebuilt from, the manifest; `segments` then moves each spike to
+the inputs of its part of the speech.
 """
 
 import dataclasses
@@ -324,7 +324,8 @@ def test_segments_lay_the_clip_s_time_out_in_place():
     """Each spike keeps its step and moves to its part's block of inputs: channel c in part k of
     the coded steps is input k * channels + c, and the parts are equal."""
     rising = np.linspace(0.2, 1.0, 100, dtype=np.float32)
-    features = np.stack([rising, rising[::-1], np.full(100, 0.6, np.float32)])  # 1000 steps
+    # 1000 steps, all speech: the third channel holds every frame at `speech_level`
+    features = np.stack([rising, rising[::-1], np.full(100, 0.6, np.float32)])
     flat = encode_features(
         features, AudioCoding(T=2001, n_channels=3, segments=1), np.random.default_rng(0)
     )

@@ -59,8 +59,9 @@ def test_the_cli_runs_as_a_module_for_ray_job_submit():
 
 
 def test_convert_takes_encoder_parameters_by_name(ray_local, tmp_path, capsys):
-    """`-e KEY=VALUE` sets a field of the data's encoder (an audio front end, its coding); the
-    manifest records it. An unknown field or a value of another type is refused, named."""
+    """`-e KEY=VALUE` sets a field of the data's encoder (an audio front end, its coding, its
+    layout); the manifest records it. An unknown field or a value of another type is refused,
+    named."""
     import numpy as np
     from hm2bp.pipelines.manifest import read_manifest
     from hm2bp.tests.formats import wav_bytes
@@ -73,10 +74,13 @@ def test_convert_takes_encoder_parameters_by_name(ray_local, tmp_path, capsys):
     out = tmp_path / "shards"
     argv = ["convert", "wav", "--source", str(source), "--out", str(out), "--split",
             "group:speaker=bob"]  # fmt: skip
-    assert cli.main([*argv, "-e", "front_end=gammatone", "--encode", "coding=rate", "--json"]) == 0
+    options = ["-e", "front_end=gammatone", "--encode", "coding=rate", "-e", "segments=1"]
+    assert cli.main([*argv, *options, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["samples"] == 4
-    params = read_manifest(str(out)).encoder_params
-    assert (params["front_end"], params["coding"]) == ("gammatone", "rate")
+    manifest = read_manifest(str(out))
+    params = manifest.encoder_params
+    assert (params["front_end"], params["coding"], params["segments"]) == ("gammatone", "rate", 1)
+    assert manifest.input_shape == (78,)  # the reference's layout, not the default's 624
     refusals = {
         "tau=3": "encoder option 'tau': not a parameter of the 'cochlea_bsa' encoder (expected",
         "hold_steps=ten": "encoder option hold_steps: got 'ten' (expected int, like the ",
