@@ -405,6 +405,8 @@ def encode_features(
         times, channels = rate_encode_features(held, params, rng)
     else:
         times, channels = bsa_encode(held, params)
+    if params.segments == 1:  # the reference's layout: no span to find
+        return times, channels
     return times, segment_neurons(times, channels, speech_span(features, params), params)
 
 
@@ -428,12 +430,10 @@ def segment_neurons(
     falls in, `params.segments` equal parts of the steps `span` (at least one step a part; a
     spike before or after the span goes to the first or last part). Spikes sorted by time then
     channel stay sorted by time then neuron, since one step lies in one part."""
-    if params.segments == 1:
-        return channels
     first, last = span
     length = max(last - first + 1, params.segments)
-    part = np.clip((times.astype(np.int64) - first) * params.segments // length, 0, None)
-    part = np.minimum(part, params.segments - 1)
+    part = (times.astype(np.int64) - first) * params.segments // length
+    part = np.clip(part, 0, params.segments - 1)
     return (part * params.n_channels + channels).astype(np.uint32)
 
 
